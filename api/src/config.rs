@@ -1,0 +1,255 @@
+//! Typed configuration from an optional TOML file and `MDM_*` environment
+//! variables (the environment wins), parsed by a pure function.
+//!
+//! With nothing configured the service runs embedded: SQLite under
+//! `./mdm-data`, HTTP on 127.0.0.1:8080.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// A value that must never be printed (URLs with passwords, keys).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Which event store the service runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventStoreConfig {
+    /// The embedded default: one SQLite file.
+    Sqlite { path: PathBuf, fsync_every_commit: bool },
+    /// PostgreSQL; the URL may carry a password.
+    Postgres { url: Secret, schema: String },
+    /// EventStoreDB/KurrentDB (`esdb://` or `kurrentdb://` connection string).
+    KurrentDb { url: Secret },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where embedded files live.
+    pub data_dir: PathBuf,
+    pub event_store: EventStoreConfig,
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("config file: {0}")]
+    File(String),
+    #[error("{key}: {reason}")]
+    Value { key: String, reason: String },
+}
+
+/// The file's shape. Every field is optional: absent means default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    event_store: FileEventStore,
+    #[serde(default)]
+    http: FileHttp,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileEventStore {
+    url: Option<Secret>,
+    postgres_schema: Option<String>,
+    sqlite_fsync: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHttp {
+    listen: Option<String>,
+}
+
+impl Config {
+    /// Builds the configuration from the file's text (if any) and the
+    /// environment. Environment variables: `MDM_DATA_DIR`,
+    /// `MDM_EVENT_STORE_URL`, `MDM_POSTGRES_SCHEMA`, `MDM_SQLITE_FSYNC`,
+    /// `MDM_HTTP_LISTEN`.
+    pub fn from_sources(file: Option<&str>, env: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
+        let file: FileConfig = match file {
+            Some(text) => toml::from_str(text).map_err(|e| ConfigError::File(e.message().to_owned()))?,
+            None => FileConfig::default(),
+        };
+        let var = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
+
+        let data_dir = var("MDM_DATA_DIR")
+            .map(PathBuf::from)
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./mdm-data"));
+
+        let fsync = match var("MDM_SQLITE_FSYNC") {
+            Some(v) => parse_bool("MDM_SQLITE_FSYNC", &v)?,
+            None => file.event_store.sqlite_fsync.unwrap_or(true),
+        };
+        let schema = var("MDM_POSTGRES_SCHEMA")
+            .or(file.event_store.postgres_schema)
+            .unwrap_or_else(|| "mdm_store".to_owned());
+        let url = var("MDM_EVENT_STORE_URL").map(Secret::new).or(file.event_store.url);
+        let event_store = match url {
+            None => EventStoreConfig::Sqlite {
+                path: data_dir.join("events.db"),
+                fsync_every_commit: fsync,
+            },
+            Some(url) => parse_store_url(url, schema, fsync)?,
+        };
+
+        let listen_text = var("MDM_HTTP_LISTEN")
+            .or(file.http.listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+        let listen = listen_text.parse().map_err(|_| ConfigError::Value {
+            key: "http.listen / MDM_HTTP_LISTEN".into(),
+            reason: "expected an address like 127.0.0.1:8080".into(),
+        })?;
+        Ok(Config {
+            data_dir,
+            event_store,
+            listen,
+        })
+    }
+}
+
+fn parse_store_url(url: Secret, schema: String, fsync: bool) -> Result<EventStoreConfig, ConfigError> {
+    let bad = |reason: &str| ConfigError::Value {
+        key: "event_store.url / MDM_EVENT_STORE_URL".into(),
+        reason: reason.into(),
+    };
+    let text = url.expose();
+    if let Some(path) = text.strip_prefix("sqlite://").or_else(|| text.strip_prefix("sqlite:")) {
+        if path.is_empty() {
+            return Err(bad("a sqlite URL needs a file path, e.g. sqlite:./mdm-data/events.db"));
+        }
+        return Ok(EventStoreConfig::Sqlite {
+            path: PathBuf::from(path),
+            fsync_every_commit: fsync,
+        });
+    }
+    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        if schema.is_empty() || !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(ConfigError::Value {
+                key: "event_store.postgres_schema / MDM_POSTGRES_SCHEMA".into(),
+                reason: "use letters, digits and underscores".into(),
+            });
+        }
+        return Ok(EventStoreConfig::Postgres { url, schema });
+    }
+    if text.starts_with("esdb://") || text.starts_with("esdb+discover://") || text.starts_with("kurrentdb://") {
+        return Ok(EventStoreConfig::KurrentDb { url });
+    }
+    // The URL is secret: name the accepted schemes, never echo the value.
+    Err(bad("expected sqlite:, postgres://, esdb:// or kurrentdb://"))
+}
+
+fn parse_bool(key: &str, v: &str) -> Result<bool, ConfigError> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::Value {
+            key: key.to_owned(),
+            reason: "expected true or false".into(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn nothing_configured_means_embedded_sqlite_under_mdm_data() {
+        let c = Config::from_sources(None, &env(&[])).expect("valid");
+        assert_eq!(
+            c.event_store,
+            EventStoreConfig::Sqlite {
+                path: PathBuf::from("./mdm-data/events.db"),
+                fsync_every_commit: true
+            }
+        );
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let file =
+            "data_dir = \"/srv/mdm\"\n[event_store]\nurl = \"sqlite:/srv/a.db\"\n[http]\nlisten = \"0.0.0.0:9000\"\n";
+        let c = Config::from_sources(Some(file), &env(&[("MDM_HTTP_LISTEN", "127.0.0.1:7000")])).expect("valid");
+        assert_eq!(c.data_dir, PathBuf::from("/srv/mdm"));
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7000");
+        let c = Config::from_sources(Some(file), &env(&[("MDM_EVENT_STORE_URL", "postgres://u:pw@db/mdm")]))
+            .expect("valid");
+        assert!(matches!(c.event_store, EventStoreConfig::Postgres { ref schema, .. } if schema == "mdm_store"));
+    }
+
+    #[test]
+    fn store_urls_pick_the_adapter() {
+        let cases = [
+            ("sqlite:x.db", Some("sqlite")),
+            ("sqlite://x.db", Some("sqlite")),
+            ("postgres://h/db", Some("postgres")),
+            ("postgresql://h/db", Some("postgres")),
+            ("esdb://h:2113?tls=false", Some("kurrentdb")),
+            ("kurrentdb://h:2113", Some("kurrentdb")),
+            ("mysql://h/db", None),
+            ("sqlite:", None),
+        ];
+        for (url, want) in cases {
+            let got = Config::from_sources(None, &env(&[("MDM_EVENT_STORE_URL", url)]))
+                .ok()
+                .map(|c| match c.event_store {
+                    EventStoreConfig::Sqlite { .. } => "sqlite",
+                    EventStoreConfig::Postgres { .. } => "postgres",
+                    EventStoreConfig::KurrentDb { .. } => "kurrentdb",
+                });
+            assert_eq!(got, want, "{url}");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_setting_and_never_echo_a_secret() {
+        let e = Config::from_sources(None, &env(&[("MDM_EVENT_STORE_URL", "mysql://root:hunter2@h/db")]))
+            .expect_err("refused");
+        let text = e.to_string();
+        assert!(text.contains("MDM_EVENT_STORE_URL"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        let e = Config::from_sources(Some("[http]\nlisten = \"nowhere\"\n"), &env(&[])).expect_err("refused");
+        assert!(e.to_string().contains("http.listen"));
+        let e = Config::from_sources(Some("colour = \"blue\"\n"), &env(&[])).expect_err("refused");
+        assert!(e.to_string().contains("colour"));
+        let e = Config::from_sources(None, &env(&[("MDM_SQLITE_FSYNC", "maybe")])).expect_err("refused");
+        assert!(e.to_string().contains("MDM_SQLITE_FSYNC"));
+    }
+
+    #[test]
+    fn debug_output_redacts_the_store_url() {
+        let c =
+            Config::from_sources(None, &env(&[("MDM_EVENT_STORE_URL", "postgres://u:hunter2@h/db")])).expect("valid");
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,110 @@
+//! `mdm serve` as a user starts it: the real binary, no configuration, an
+//! empty working folder. It must serve `/health` on the embedded default and
+//! stop cleanly on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Starts `mdm serve` in `dir` on a free port and returns it with its address.
+fn start(dir: &std::path::Path, extra_env: &[(&str, &str)]) -> (Child, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mdm"));
+    cmd.arg("serve")
+        .current_dir(dir)
+        .env_clear()
+        .env("MDM_HTTP_LISTEN", "127.0.0.1:0")
+        .env("MDM_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("mdm starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("mdm is serving") {
+                let addr = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("address="))
+                    .map(str::to_owned);
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("mdm announces its address")
+        .expect("address in the log line");
+    (child, addr)
+}
+
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    for _ in 0..200 {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    panic!("mdm did not stop within 10 s of SIGTERM");
+}
+
+#[tokio::test]
+async fn serve_with_no_configuration_runs_embedded_and_answers_health() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut child, addr) = start(dir.path(), &[]);
+
+    let response = reqwest::get(format!("http://{addr}/health"))
+        .await
+        .expect("health answers");
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["event_store"], "sqlite");
+    assert!(
+        dir.path().join("mdm-data/events.db").exists(),
+        "the embedded store lives under ./mdm-data"
+    );
+
+    assert!(terminate(&mut child).success(), "a clean exit on SIGTERM");
+}
+
+#[tokio::test]
+async fn a_second_service_on_the_same_data_folder_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut first, _) = start(dir.path(), &[]);
+    let second = Command::new(env!("CARGO_BIN_EXE_mdm"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("MDM_HTTP_LISTEN", "127.0.0.1:0")
+        .output()
+        .expect("runs");
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("another process"), "{stderr}");
+    assert!(terminate(&mut first).success());
+}
+
+#[tokio::test]
+async fn an_invalid_setting_stops_start_up_with_its_name() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_mdm"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("MDM_EVENT_STORE_URL", "mysql://root:hunter2@db/mdm")
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("MDM_EVENT_STORE_URL"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "a secret reached the output: {stderr}");
+}

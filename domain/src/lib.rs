@@ -1,0 +1,15 @@
+//! The pure domain of the MDM.
+//!
+//! Everything here is synchronous and does no I/O: no database, no network,
+//! no clock, no random ids. Time and ids come in as arguments, so every rule
+//! can be tested from a table of cases and every decision replays exactly.
+//! `domain/clippy.toml` bans the clock and random ids to keep it that way.
+//!
+//! Code map:
+//! - `metadata`: the metadata every event carries (who, when, why, which
+//!   schema version) and deterministic event ids for idempotent appends.
+//!
+//! Matching (normalize, block, compare, score, decide) and survivorship will
+//! live here too; see ARCHITECTURE.md for the plan.
+
+pub mod metadata;

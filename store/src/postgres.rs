@@ -1,0 +1,406 @@
+//! The PostgreSQL event store: concurrent writers from many processes.
+//!
+//! # Why a plain `bigserial` position does not work, and what we do instead
+//!
+//! With a sequence, transaction A can take position 10 and transaction B
+//! position 11, and B can commit first. A subscriber that reads "position >
+//! 9" then sees 11, stores 11 as its checkpoint, and never sees 10 once A
+//! commits. Serializing every append behind one lock would fix that and also
+//! cap throughput at one commit (one fsync) at a time.
+//!
+//! Instead, an event's position is built from the id of the transaction that
+//! writes it: `(xid << 20) | index of the event in its append`. Every
+//! transaction still running, or starting later, has an xid at or above the
+//! current snapshot's `xmin`. So a reader that only returns events with
+//! `position < xmin << 20` only returns events of finished transactions, and
+//! every event it could see later has a higher position than anything it has
+//! already returned. No gap, no duplicate, and writers never wait for each
+//! other (except on the same stream, whose row they lock).
+//!
+//! The cost: a subscriber sees an event only once every transaction older
+//! than the event's own has finished, so one long write transaction anywhere
+//! in the cluster delays subscribers (not writers) until it ends. Positions
+//! are not dense. 20 bits allow up to 1,048,576 events per append (we cap
+//! appends at [`crate::MAX_EVENTS_PER_APPEND`]); 43 bits of xid last for
+//! 8.7 trillion transactions.
+//!
+//! Each append is one statement (one round trip): a data-modifying CTE bumps
+//! the stream's row (checking the expected version) and inserts the events
+//! with `unnest`. Conflicts are told apart by SQLSTATE and constraint name.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{ConnectOptions, Executor, PgPool, Row};
+use uuid::Uuid;
+
+use crate::sqlerr::{append_err, read_err, SqlFailure};
+use crate::subscription::{spawn_polling, AppendSignal};
+use crate::{
+    validate_append, AppendError, AppendOutcome, Direction, EventStore, ExpectedVersion, Json, NewEvent, Position,
+    ReadError, RecordedEvent, StoredIds, StreamStart, Subscription,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// The bound below which every event belongs to a finished transaction.
+const HORIZON: &str = "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)";
+
+/// Where and how to connect.
+#[derive(Clone)]
+pub struct PostgresOptions {
+    /// A `postgres://` URL. Kept out of `Debug`: it may hold a password.
+    pub url: String,
+    /// The schema holding the event log; the connections' search path.
+    pub schema: String,
+    pub max_connections: u32,
+    /// How long a call waits for a free connection before `Unavailable`.
+    pub acquire_timeout: Duration,
+    /// How often an idle subscription looks for appends made by other
+    /// processes (appends of this process wake it at once).
+    pub poll_interval: Duration,
+}
+
+impl std::fmt::Debug for PostgresOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresOptions")
+            .field("url", &"<redacted>")
+            .field("schema", &self.schema)
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("poll_interval", &self.poll_interval)
+            .finish()
+    }
+}
+
+impl PostgresOptions {
+    pub fn new(url: impl Into<String>) -> PostgresOptions {
+        PostgresOptions {
+            url: url.into(),
+            schema: "mdm_store".to_owned(),
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+            poll_interval: Duration::from_millis(20),
+        }
+    }
+}
+
+/// Why the store could not be opened. No variant prints the URL.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("invalid PostgreSQL URL")]
+    Url(#[source] sqlx::Error),
+    #[error("invalid schema name {0:?}: use letters, digits and underscores")]
+    Schema(String),
+    #[error("cannot connect to PostgreSQL")]
+    Connect(#[source] sqlx::Error),
+    #[error("cannot migrate the event store schema")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+/// The PostgreSQL event store. Clones share one pool.
+#[derive(Clone, Debug)]
+pub struct PostgresEventStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: PgPool,
+    signal: AppendSignal,
+    poll_interval: Duration,
+}
+
+impl PostgresEventStore {
+    pub async fn connect(url: &str) -> Result<PostgresEventStore, OpenError> {
+        PostgresEventStore::connect_with(PostgresOptions::new(url)).await
+    }
+
+    pub async fn connect_with(options: PostgresOptions) -> Result<PostgresEventStore, OpenError> {
+        let schema = options.schema.clone();
+        if schema.is_empty() || !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(OpenError::Schema(schema));
+        }
+        let connect = PgConnectOptions::from_str(&options.url)
+            .map_err(OpenError::Url)?
+            .options([("search_path", schema.as_str())])
+            .disable_statement_logging();
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(OpenError::Connect)?;
+        create_schema(&pool, &schema).await.map_err(OpenError::Connect)?;
+        MIGRATOR.run(&pool).await.map_err(OpenError::Migrate)?;
+        Ok(PostgresEventStore {
+            inner: Arc::new(Inner {
+                pool,
+                signal: AppendSignal::new(),
+                poll_interval: options.poll_interval,
+            }),
+        })
+    }
+
+    /// The pool, for the benchmark's plain-SQL baseline on the same database.
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+}
+
+async fn create_schema(pool: &PgPool, schema: &str) -> Result<(), sqlx::Error> {
+    // Two processes starting together may both try; the loser gets a unique
+    // violation (23505) or duplicate_schema (42P06), both meaning it is there.
+    match pool
+        .execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str())
+        .await
+    {
+        Err(sqlx::Error::Database(db)) if matches!(db.code().as_deref(), Some("23505" | "42P06")) => Ok(()),
+        other => other.map(|_| ()),
+    }
+}
+
+#[async_trait]
+impl EventStore for PostgresEventStore {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, AppendError> {
+        validate_append(stream, &events)?;
+        let bump = match expected {
+            ExpectedVersion::Any => {
+                "INSERT INTO stream (name, version) VALUES ($1, $2 - 1) \
+                 ON CONFLICT (name) DO UPDATE SET version = stream.version + $2 RETURNING version"
+            }
+            ExpectedVersion::NoStream => {
+                "INSERT INTO stream (name, version) VALUES ($1, $2 - 1) \
+                 ON CONFLICT (name) DO NOTHING RETURNING version"
+            }
+            ExpectedVersion::Exact(_) => {
+                "UPDATE stream SET version = version + $2 WHERE name = $1 AND version = $7 RETURNING version"
+            }
+        };
+        let sql = format!(
+            "WITH s AS ({bump}), \
+             ins AS ( \
+               INSERT INTO event (position, id, stream, version, type, data, metadata) \
+               SELECT (pg_current_xact_id()::text::bigint << 20) | (e.ord - 1), \
+                      e.id, $1, s.version - $2 + e.ord, e.type, e.data, e.metadata \
+               FROM s, unnest($3::uuid[], $4::text[], $5::bytea[], $6::bytea[]) \
+                    WITH ORDINALITY AS e(id, type, data, metadata, ord) \
+               RETURNING position, version) \
+             SELECT max(position), max(version) FROM ins"
+        );
+        let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        let data: Vec<&[u8]> = events.iter().map(|e| e.data.as_bytes()).collect();
+        let metadata: Vec<&[u8]> = events.iter().map(|e| e.metadata.as_bytes()).collect();
+        let mut query = sqlx::query_as::<_, (Option<i64>, Option<i64>)>(&sql)
+            .bind(stream)
+            .bind(events.len() as i64)
+            .bind(&ids)
+            .bind(&types)
+            .bind(&data)
+            .bind(&metadata);
+        if let ExpectedVersion::Exact(v) = expected {
+            query = query.bind(to_i64(v));
+        }
+        let result = query.fetch_one(&self.inner.pool).await;
+        match result {
+            Ok((Some(position), Some(version))) => {
+                self.inner.signal.notify();
+                Ok(AppendOutcome {
+                    last_version: version as u64,
+                    last_position: Position(position as u64),
+                    already_stored: false,
+                })
+            }
+            // The stream was not at the expected version: nothing was stored.
+            Ok(_) => match self.stored_ids(stream, &ids).await? {
+                StoredIds::All {
+                    last_version,
+                    last_position,
+                } => Ok(already(last_version, last_position)),
+                StoredIds::Some => Err(AppendError::IdsAlreadyUsed {
+                    stream: stream.to_owned(),
+                }),
+                StoredIds::None => Err(AppendError::Conflict {
+                    stream: stream.to_owned(),
+                    expected,
+                    actual: self.current_version(stream).await?,
+                }),
+            },
+            Err(e) => match SqlFailure::from(e) {
+                SqlFailure::UniqueViolation { constraint } if constraint.as_deref() == Some("event_id_key") => {
+                    match self.stored_ids(stream, &ids).await? {
+                        StoredIds::All {
+                            last_version,
+                            last_position,
+                        } => Ok(already(last_version, last_position)),
+                        _ => Err(AppendError::IdsAlreadyUsed {
+                            stream: stream.to_owned(),
+                        }),
+                    }
+                }
+                // The stream's row lock makes this unreachable; should it
+                // happen anyway, it is still a version conflict.
+                SqlFailure::UniqueViolation { constraint }
+                    if constraint.as_deref() == Some("event_stream_version_key") =>
+                {
+                    Err(AppendError::Conflict {
+                        stream: stream.to_owned(),
+                        expected,
+                        actual: self.current_version(stream).await?,
+                    })
+                }
+                other => Err(other.into()),
+            },
+        }
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        start: StreamStart,
+        direction: Direction,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        let sql = match (direction, start) {
+            (Direction::Forwards, _) => {
+                "SELECT position, id, stream, version, type, data, metadata, recorded_at FROM event \
+                 WHERE stream = $1 AND version >= $2 ORDER BY version ASC LIMIT $3"
+            }
+            (Direction::Backwards, StreamStart::Edge) => {
+                "SELECT position, id, stream, version, type, data, metadata, recorded_at FROM event \
+                 WHERE stream = $1 AND $2 >= 0 ORDER BY version DESC LIMIT $3"
+            }
+            (Direction::Backwards, StreamStart::Version(_)) => {
+                "SELECT position, id, stream, version, type, data, metadata, recorded_at FROM event \
+                 WHERE stream = $1 AND version <= $2 ORDER BY version DESC LIMIT $3"
+            }
+        };
+        let from = match start {
+            StreamStart::Edge => 0,
+            StreamStart::Version(v) => to_i64(v),
+        };
+        let rows = sqlx::query(sql)
+            .bind(stream)
+            .bind(from)
+            .bind(clamp_limit(max_count))
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(read_err)?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    async fn read_all(&self, after: Position, max_count: usize) -> Result<Vec<RecordedEvent>, ReadError> {
+        let sql = format!(
+            "SELECT position, id, stream, version, type, data, metadata, recorded_at FROM event \
+             WHERE position > $1 AND position < {HORIZON} ORDER BY position ASC LIMIT $2"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(to_i64(after.0))
+            .bind(clamp_limit(max_count))
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(read_err)?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    async fn head(&self) -> Result<Position, ReadError> {
+        let sql = format!("SELECT coalesce(max(position), 0) FROM event WHERE position < {HORIZON}");
+        let head: i64 = sqlx::query_scalar(&sql)
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(read_err)?;
+        Ok(Position(head.max(0) as u64))
+    }
+
+    async fn subscribe_all(&self, after: Position) -> Result<Subscription, ReadError> {
+        Ok(spawn_polling(
+            self.clone(),
+            after,
+            &self.inner.signal,
+            self.inner.poll_interval,
+        ))
+    }
+
+    async fn close(&self) {
+        self.inner.pool.close().await;
+    }
+
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+}
+
+impl PostgresEventStore {
+    async fn current_version(&self, stream: &str) -> Result<Option<u64>, AppendError> {
+        let v: Option<i64> = sqlx::query_scalar("SELECT version FROM stream WHERE name = $1")
+            .bind(stream)
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(append_err)?;
+        Ok(v.map(|v| v as u64))
+    }
+
+    async fn stored_ids(&self, stream: &str, ids: &[Uuid]) -> Result<StoredIds, AppendError> {
+        let rows: Vec<(String, i64, i64)> =
+            sqlx::query_as("SELECT stream, version, position FROM event WHERE id = ANY($1)")
+                .bind(ids)
+                .fetch_all(&self.inner.pool)
+                .await
+                .map_err(append_err)?;
+        if rows.is_empty() {
+            return Ok(StoredIds::None);
+        }
+        if rows.len() != ids.len() || rows.iter().any(|(s, _, _)| s != stream) {
+            return Ok(StoredIds::Some);
+        }
+        Ok(StoredIds::All {
+            last_version: rows.iter().map(|r| r.1).max().unwrap_or(0) as u64,
+            last_position: Position(rows.iter().map(|r| r.2).max().unwrap_or(0) as u64),
+        })
+    }
+}
+
+fn already(last_version: u64, last_position: Position) -> AppendOutcome {
+    AppendOutcome {
+        last_version,
+        last_position,
+        already_stored: true,
+    }
+}
+
+fn clamp_limit(max_count: usize) -> i64 {
+    max_count.min(100_000) as i64
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn decode_row(row: &PgRow) -> Result<RecordedEvent, ReadError> {
+    let position: i64 = row.try_get(0).map_err(read_err)?;
+    let version: i64 = row.try_get(3).map_err(read_err)?;
+    let data: Vec<u8> = row.try_get(5).map_err(read_err)?;
+    let metadata: Vec<u8> = row.try_get(6).map_err(read_err)?;
+    let recorded_at: DateTime<Utc> = row.try_get(7).map_err(read_err)?;
+    Ok(RecordedEvent {
+        id: row.try_get(1).map_err(read_err)?,
+        stream: row.try_get(2).map_err(read_err)?,
+        version: version as u64,
+        position: Position(position as u64),
+        event_type: row.try_get(4).map_err(read_err)?,
+        data: Json::trusted(Bytes::from(data)),
+        metadata: Json::trusted(Bytes::from(metadata)),
+        recorded_at,
+    })
+}
