@@ -10,8 +10,8 @@
 //!   transaction (a single `unnest` INSERT on PostgreSQL, a multi-row INSERT
 //!   inside BEGIN/COMMIT on SQLite);
 //! - `read_all`: the whole log (`--log-events`, 1M by default) read in pages
-//!   and decoded into `RecordedEvent`; baseline: one ordered SELECT of the
-//!   same rows into plain tuples;
+//!   of `--page-size` events and decoded into `RecordedEvent`; baseline: one
+//!   ordered, streamed SELECT of the same rows into plain tuples;
 //! - `subscription_catch_up`: a subscription from the start until it has
 //!   delivered the whole log; same baseline.
 //!
@@ -26,8 +26,7 @@ use std::time::Instant;
 use anyhow::Context;
 use futures::TryStreamExt;
 use serde_json::json;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{ConnectOptions, Connection, Executor, PgPool, QueryBuilder, Sqlite, SqlitePool};
+use sqlx::{Executor, PgPool};
 use uuid::Uuid;
 
 use crate::postgres::{PostgresEventStore, PostgresOptions};
@@ -64,6 +63,9 @@ pub struct StoreBenchArgs {
     /// Appends per run of each append figure.
     #[arg(long, default_value_t = 2_000)]
     pub appends: usize,
+    /// Events per `read_all` call in the read figure.
+    #[arg(long, default_value_t = crate::subscription::SUBSCRIPTION_PAGE)]
+    pub page_size: usize,
     /// Runs of each figure; the median is reported.
     #[arg(long, default_value_t = 3)]
     pub repeat: usize,
@@ -128,6 +130,8 @@ struct Figure {
     ours: Vec<f64>,
     baseline: Vec<f64>,
     work: usize,
+    /// Events per read call, for the read figures.
+    page_size: Option<usize>,
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -154,6 +158,7 @@ fn report(backend: &str, f: &Figure) {
         "runs": f.ours.iter().map(|x| x.round()).collect::<Vec<_>>(),
         "baseline_runs": f.baseline.iter().map(|x| x.round()).collect::<Vec<_>>(),
         "events_per_run": f.work,
+        "page_size": f.page_size,
     });
     println!("{line}");
 }
@@ -189,11 +194,11 @@ async fn appends_batch(store: &Arc<dyn EventStore>, batches: usize, size: usize)
     Ok(())
 }
 
-async fn read_all_count(store: &Arc<dyn EventStore>) -> anyhow::Result<usize> {
+async fn read_all_count(store: &Arc<dyn EventStore>, page_size: usize) -> anyhow::Result<usize> {
     let mut after = Position::START;
     let mut n = 0;
     loop {
-        let page = store.read_all(after, 1_000).await?;
+        let page = store.read_all(after, page_size).await?;
         let Some(last) = page.last() else { return Ok(n) };
         after = last.position;
         n += page.len();
@@ -240,6 +245,7 @@ async fn run_figures(
             ours: vec![],
             baseline: vec![],
             work: appends,
+            page_size: None,
         };
         for _ in 0..repeat {
             let ours = measure(|| appends_single(&store, writers, appends)).await?;
@@ -257,6 +263,7 @@ async fn run_figures(
         ours: vec![],
         baseline: vec![],
         work: batches * 100,
+        page_size: None,
     };
     for _ in 0..repeat {
         let ours = measure(|| appends_batch(&store, batches, 100)).await?;
@@ -267,7 +274,7 @@ async fn run_figures(
     report(backend, &f);
 
     // Fill the log up to the requested size with 1,000-event appends.
-    let mut have = read_all_count(&store).await?;
+    let mut have = read_all_count(&store, args.page_size).await?;
     let fill_start = Instant::now();
     let filled = args.log_events.saturating_sub(have);
     while have < args.log_events {
@@ -290,6 +297,7 @@ async fn run_figures(
         ours: vec![],
         baseline: vec![],
         work: have,
+        page_size: Some(args.page_size),
     };
     let mut catch_up = Figure {
         name: "subscription_catch_up",
@@ -297,13 +305,14 @@ async fn run_figures(
         ours: vec![],
         baseline: vec![],
         work: have,
+        page_size: Some(crate::subscription::SUBSCRIPTION_PAGE),
     };
     for _ in 0..repeat {
         let start = Instant::now();
         let base_n = baseline.read_ordered().await?;
         let base = base_n as f64 / start.elapsed().as_secs_f64();
         let start = Instant::now();
-        let n = read_all_count(&store).await?;
+        let n = read_all_count(&store, args.page_size).await?;
         read.ours.push(n as f64 / start.elapsed().as_secs_f64());
         read.baseline.push(base);
         let start = Instant::now();
@@ -330,27 +339,29 @@ async fn bench_sqlite(args: &StoreBenchArgs) -> anyhow::Result<()> {
     };
     let path = dir.join(format!("bench-{}.db", Uuid::new_v4().simple()));
     let store = SqliteEventStore::open(&path).await?;
-    let options = SqliteConnectOptions::new()
-        .filename(&path)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
-        .busy_timeout(std::time::Duration::from_secs(30))
-        .disable_statement_logging();
-    let pool = SqlitePoolOptions::new()
-        .max_connections(8)
-        .connect_with(options)
-        .await?;
-    pool.execute(
+    // The baseline: plain rusqlite connections on the same file with the
+    // same settings, inserting into a table of the same shape.
+    let connect = {
+        let path = path.clone();
+        move || -> rusqlite::Result<rusqlite::Connection> {
+            let c = rusqlite::Connection::open(&path)?;
+            c.busy_timeout(std::time::Duration::from_secs(30))?;
+            c.pragma_update(None, "journal_mode", "WAL")?;
+            c.pragma_update(None, "synchronous", "FULL")?;
+            Ok(c)
+        }
+    };
+    connect()?.execute_batch(
         "CREATE TABLE plain_event (position INTEGER PRIMARY KEY AUTOINCREMENT, id BLOB NOT NULL UNIQUE, \
          stream TEXT NOT NULL, version INTEGER NOT NULL, type TEXT NOT NULL, data BLOB NOT NULL, \
          metadata BLOB NOT NULL, recorded_at INTEGER NOT NULL, UNIQUE (stream, version))",
-    )
-    .await?;
-    let baseline = SqliteBaseline { pool: pool.clone() };
+    )?;
+    let baseline = SqliteBaseline {
+        connect: Arc::new(connect),
+    };
     let store: Arc<dyn EventStore> = Arc::new(store);
     let result = run_figures("sqlite", store.clone(), &baseline, args).await;
     store.close().await;
-    pool.close().await;
     for suffix in ["", "-wal", "-shm", ".lock"] {
         let mut p = path.as_os_str().to_owned();
         p.push(suffix);
@@ -359,9 +370,14 @@ async fn bench_sqlite(args: &StoreBenchArgs) -> anyhow::Result<()> {
     result
 }
 
+type Connect = dyn Fn() -> rusqlite::Result<rusqlite::Connection> + Send + Sync;
+
 struct SqliteBaseline {
-    pool: SqlitePool,
+    connect: Arc<Connect>,
 }
+
+const PLAIN_INSERT: &str = "INSERT INTO plain_event (id, stream, version, type, data, metadata, recorded_at) \
+                            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
 fn micros_now() -> i64 {
     chrono::Utc::now().timestamp_micros()
@@ -373,21 +389,21 @@ impl Baseline for SqliteBaseline {
         let per_writer = appends / writers;
         let mut tasks = Vec::new();
         for w in 0..writers {
-            let pool = self.pool.clone();
-            tasks.push(tokio::spawn(async move {
+            let connect = self.connect.clone();
+            tasks.push(tokio::task::spawn_blocking(move || {
+                let conn = connect()?;
+                let mut insert = conn.prepare(PLAIN_INSERT)?;
                 for e in new_events(per_writer, w * per_writer) {
-                    sqlx::query(
-                        "INSERT INTO plain_event (id, stream, version, type, data, metadata, recorded_at) \
-                         VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6)",
-                    )
-                    .bind(e.id.as_bytes().to_vec())
-                    .bind(format!("source-bench-{}", Uuid::new_v4().simple()))
-                    .bind(&e.event_type)
-                    .bind(e.data.as_bytes())
-                    .bind(e.metadata.as_bytes())
-                    .bind(micros_now())
-                    .execute(&pool)
-                    .await?;
+                    let stream = format!("source-bench-{}", Uuid::new_v4().simple());
+                    insert.execute(rusqlite::params![
+                        &e.id.as_bytes()[..],
+                        stream,
+                        0,
+                        e.event_type,
+                        e.data.as_bytes(),
+                        e.metadata.as_bytes(),
+                        micros_now()
+                    ])?;
                 }
                 anyhow::Ok(())
             }));
@@ -399,43 +415,61 @@ impl Baseline for SqliteBaseline {
     }
 
     async fn insert_batches(&self, batches: usize, size: usize) -> anyhow::Result<()> {
-        let mut conn = self.pool.acquire().await?;
-        for b in 0..batches {
-            let stream = format!("source-bench-{}", Uuid::new_v4().simple());
-            let events = new_events(size, b * size);
-            let now = micros_now();
-            let mut tx = conn.begin().await?;
-            for (c, chunk) in events.chunks(256).enumerate() {
-                let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-                    "INSERT INTO plain_event (id, stream, version, type, data, metadata, recorded_at) ",
-                );
-                q.push_values(chunk.iter().enumerate(), |mut row, (i, e)| {
-                    row.push_bind(e.id.as_bytes().to_vec())
-                        .push_bind(&stream)
-                        .push_bind((c * 256 + i) as i64)
-                        .push_bind(&e.event_type)
-                        .push_bind(e.data.as_bytes())
-                        .push_bind(e.metadata.as_bytes())
-                        .push_bind(now);
-                });
-                q.build().persistent(true).execute(&mut *tx).await?;
+        let connect = self.connect.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = connect()?;
+            for b in 0..batches {
+                let stream = format!("source-bench-{}", Uuid::new_v4().simple());
+                let events = new_events(size, b * size);
+                let now = micros_now();
+                let tx = conn.transaction()?;
+                {
+                    let mut insert = tx.prepare_cached(PLAIN_INSERT)?;
+                    for (i, e) in events.iter().enumerate() {
+                        insert.execute(rusqlite::params![
+                            &e.id.as_bytes()[..],
+                            stream,
+                            i as i64,
+                            e.event_type,
+                            e.data.as_bytes(),
+                            e.metadata.as_bytes(),
+                            now
+                        ])?;
+                    }
+                }
+                tx.commit()?;
             }
-            tx.commit().await?;
-        }
-        Ok(())
+            anyhow::Ok(())
+        })
+        .await?
     }
 
     async fn read_ordered(&self) -> anyhow::Result<usize> {
-        let mut rows = sqlx::query_as::<_, (i64, Vec<u8>, String, i64, String, Vec<u8>, Vec<u8>, i64)>(
-            "SELECT position, id, stream, version, type, data, metadata, recorded_at FROM event ORDER BY position",
-        )
-        .fetch(&self.pool);
-        let mut n = 0;
-        while let Some(row) = rows.try_next().await? {
-            std::hint::black_box(&row);
-            n += 1;
-        }
-        Ok(n)
+        let connect = self.connect.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = connect()?;
+            let mut stmt = conn.prepare(
+                "SELECT position, id, stream, version, type, data, metadata, recorded_at FROM event ORDER BY position",
+            )?;
+            let mut rows = stmt.query([])?;
+            let mut n = 0;
+            while let Some(row) = rows.next()? {
+                let tuple: (i64, Vec<u8>, String, i64, String, Vec<u8>, Vec<u8>, i64) = (
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                    row.get(5)?,
+                    row.get(6)?,
+                    row.get(7)?,
+                );
+                std::hint::black_box(&tuple);
+                n += 1;
+            }
+            anyhow::Ok(n)
+        })
+        .await?
     }
 }
 

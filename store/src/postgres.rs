@@ -15,7 +15,7 @@
 //! `position < xmin << 20` only returns events of finished transactions, and
 //! every event it could see later has a higher position than anything it has
 //! already returned. No gap, no duplicate, and writers never wait for each
-//! other (except on the same stream, whose row they lock).
+//! other (except two racing for the same version of one stream).
 //!
 //! The cost: a subscriber sees an event only once every transaction older
 //! than the event's own has finished, so one long write transaction anywhere
@@ -24,9 +24,10 @@
 //! appends at [`crate::MAX_EVENTS_PER_APPEND`]); 43 bits of xid last for
 //! 8.7 trillion transactions.
 //!
-//! Each append is one statement (one round trip): a data-modifying CTE bumps
-//! the stream's row (checking the expected version) and inserts the events
-//! with `unnest`. Conflicts are told apart by SQLSTATE and constraint name.
+//! Each append is one statement (one round trip): a CTE reads the stream's
+//! version from the `(stream, version)` index, checks it and inserts the
+//! events with `unnest`. That unique index settles races between appends to
+//! one stream. Conflicts are told apart by SQLSTATE and constraint name.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -35,6 +36,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Executor, PgPool, Row};
 use uuid::Uuid;
@@ -46,10 +48,16 @@ use crate::{
     ReadError, RecordedEvent, StoredIds, StreamStart, Subscription,
 };
 
+/// Events a read reserves room for up front.
+const PREALLOCATE: i64 = 10_000;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
-/// The bound below which every event belongs to a finished transaction.
-const HORIZON: &str = "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)";
+/// The bound below which every event belongs to a finished transaction. A
+/// scalar subquery, so PostgreSQL computes it once per query (an InitPlan);
+/// written inline it is re-evaluated during the index scan, which made reads
+/// 3.5 times slower (EXPLAIN ANALYZE, 5,000-row page: 5.5 ms against 1.6 ms).
+const HORIZON: &str = "(SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)";
 
 /// Where and how to connect.
 #[derive(Clone)]
@@ -174,56 +182,72 @@ impl EventStore for PostgresEventStore {
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, AppendError> {
         validate_append(stream, &events)?;
-        let bump = match expected {
-            ExpectedVersion::Any => {
-                "INSERT INTO stream (name, version) VALUES ($1, $2 - 1) \
-                 ON CONFLICT (name) DO UPDATE SET version = stream.version + $2 RETURNING version"
-            }
-            ExpectedVersion::NoStream => {
-                "INSERT INTO stream (name, version) VALUES ($1, $2 - 1) \
-                 ON CONFLICT (name) DO NOTHING RETURNING version"
-            }
-            ExpectedVersion::Exact(_) => {
-                "UPDATE stream SET version = version + $2 WHERE name = $1 AND version = $7 RETURNING version"
-            }
+        // One statement, one round trip: read the stream's version through
+        // the (stream, version) index, check it, insert. Two appends racing
+        // for the same version both pass the check; the unique index makes
+        // the second wait for the first and then fail with 23505.
+        let check = match expected {
+            ExpectedVersion::Any => "true",
+            ExpectedVersion::NoStream => "cur.v = -1",
+            ExpectedVersion::Exact(_) => "cur.v = $6",
         };
         let sql = format!(
-            "WITH s AS ({bump}), \
+            "WITH cur AS (SELECT coalesce(max(version), -1) AS v FROM event WHERE stream = $1), \
              ins AS ( \
                INSERT INTO event (position, id, stream, version, type, data, metadata) \
                SELECT (pg_current_xact_id()::text::bigint << 20) | (e.ord - 1), \
-                      e.id, $1, s.version - $2 + e.ord, e.type, e.data, e.metadata \
-               FROM s, unnest($3::uuid[], $4::text[], $5::bytea[], $6::bytea[]) \
+                      e.id, $1, cur.v + e.ord, e.type, e.data, e.metadata \
+               FROM cur, unnest($2::uuid[], $3::text[], $4::bytea[], $5::bytea[]) \
                     WITH ORDINALITY AS e(id, type, data, metadata, ord) \
+               WHERE {check} \
                RETURNING position, version) \
-             SELECT max(position), max(version) FROM ins"
+             SELECT (SELECT v FROM cur), max(position), max(version) FROM ins"
         );
         let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
         let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
         let data: Vec<&[u8]> = events.iter().map(|e| e.data.as_bytes()).collect();
         let metadata: Vec<&[u8]> = events.iter().map(|e| e.metadata.as_bytes()).collect();
-        let mut query = sqlx::query_as::<_, (Option<i64>, Option<i64>)>(&sql)
-            .bind(stream)
-            .bind(events.len() as i64)
-            .bind(&ids)
-            .bind(&types)
-            .bind(&data)
-            .bind(&metadata);
-        if let ExpectedVersion::Exact(v) = expected {
-            query = query.bind(to_i64(v));
-        }
-        let result = query.fetch_one(&self.inner.pool).await;
-        match result {
-            Ok((Some(position), Some(version))) => {
-                self.inner.signal.notify();
-                Ok(AppendOutcome {
-                    last_version: version as u64,
-                    last_position: Position(position as u64),
-                    already_stored: false,
-                })
+        // `Any` never conflicts by itself: losing a race for a version only
+        // means trying again on top of the winner.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut query = sqlx::query_as::<_, (i64, Option<i64>, Option<i64>)>(&sql)
+                .bind(stream)
+                .bind(&ids)
+                .bind(&types)
+                .bind(&data)
+                .bind(&metadata);
+            if let ExpectedVersion::Exact(v) = expected {
+                query = query.bind(to_i64(v));
             }
-            // The stream was not at the expected version: nothing was stored.
-            Ok(_) => match self.stored_ids(stream, &ids).await? {
+            let conflict = match query.fetch_one(&self.inner.pool).await {
+                Ok((_, Some(position), Some(version))) => {
+                    self.inner.signal.notify();
+                    return Ok(AppendOutcome {
+                        last_version: version as u64,
+                        last_position: Position(position as u64),
+                        already_stored: false,
+                    });
+                }
+                // The stream was not at the expected version: nothing stored.
+                Ok((current, _, _)) => Some((current >= 0).then_some(current as u64)),
+                Err(e) => match SqlFailure::from(e) {
+                    SqlFailure::UniqueViolation { constraint } if constraint.as_deref() == Some("event_id_key") => None,
+                    SqlFailure::UniqueViolation { constraint }
+                        if constraint.as_deref() == Some("event_stream_version_key") =>
+                    {
+                        if expected == ExpectedVersion::Any && attempts < 100 {
+                            continue;
+                        }
+                        Some(self.current_version(stream).await?)
+                    }
+                    other => return Err(other.into()),
+                },
+            };
+            // A conflict or a repeated id: was this a retry of an append
+            // that is already stored?
+            return match self.stored_ids(stream, &ids).await? {
                 StoredIds::All {
                     last_version,
                     last_position,
@@ -231,37 +255,15 @@ impl EventStore for PostgresEventStore {
                 StoredIds::Some => Err(AppendError::IdsAlreadyUsed {
                     stream: stream.to_owned(),
                 }),
-                StoredIds::None => Err(AppendError::Conflict {
-                    stream: stream.to_owned(),
-                    expected,
-                    actual: self.current_version(stream).await?,
-                }),
-            },
-            Err(e) => match SqlFailure::from(e) {
-                SqlFailure::UniqueViolation { constraint } if constraint.as_deref() == Some("event_id_key") => {
-                    match self.stored_ids(stream, &ids).await? {
-                        StoredIds::All {
-                            last_version,
-                            last_position,
-                        } => Ok(already(last_version, last_position)),
-                        _ => Err(AppendError::IdsAlreadyUsed {
-                            stream: stream.to_owned(),
-                        }),
-                    }
-                }
-                // The stream's row lock makes this unreachable; should it
-                // happen anyway, it is still a version conflict.
-                SqlFailure::UniqueViolation { constraint }
-                    if constraint.as_deref() == Some("event_stream_version_key") =>
-                {
-                    Err(AppendError::Conflict {
+                StoredIds::None => match conflict {
+                    Some(actual) => Err(AppendError::Conflict {
                         stream: stream.to_owned(),
                         expected,
-                        actual: self.current_version(stream).await?,
-                    })
-                }
-                other => Err(other.into()),
-            },
+                        actual,
+                    }),
+                    None => Err(AppendError::Internal("an event id conflicted but is not stored".into())),
+                },
+            };
         }
     }
 
@@ -305,13 +307,18 @@ impl EventStore for PostgresEventStore {
             "SELECT position, id, stream, version, type, data, metadata, recorded_at FROM event \
              WHERE position > $1 AND position < {HORIZON} ORDER BY position ASC LIMIT $2"
         );
-        let rows = sqlx::query(&sql)
+        // Decode each row as it arrives instead of holding the whole page of
+        // raw rows first: half the memory, and decoding overlaps the transfer.
+        let limit = clamp_limit(max_count);
+        let mut rows = sqlx::query(&sql)
             .bind(to_i64(after.0))
-            .bind(clamp_limit(max_count))
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(read_err)?;
-        rows.iter().map(decode_row).collect()
+            .bind(limit)
+            .fetch(&self.inner.pool);
+        let mut events = Vec::with_capacity(limit.min(PREALLOCATE) as usize);
+        while let Some(row) = rows.try_next().await.map_err(read_err)? {
+            events.push(decode_row(&row)?);
+        }
+        Ok(events)
     }
 
     async fn head(&self) -> Result<Position, ReadError> {
@@ -343,7 +350,7 @@ impl EventStore for PostgresEventStore {
 
 impl PostgresEventStore {
     async fn current_version(&self, stream: &str) -> Result<Option<u64>, AppendError> {
-        let v: Option<i64> = sqlx::query_scalar("SELECT version FROM stream WHERE name = $1")
+        let v: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM event WHERE stream = $1")
             .bind(stream)
             .fetch_optional(&self.inner.pool)
             .await

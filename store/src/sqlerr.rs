@@ -16,6 +16,20 @@ pub(crate) enum SqlFailure {
     Other(BoxError),
 }
 
+impl SqlFailure {
+    /// Sorts a database error by its code: a PostgreSQL SQLSTATE or a SQLite
+    /// extended result code (as decimal text).
+    pub(crate) fn from_code(code: &str, constraint: Option<String>, error: BoxError) -> SqlFailure {
+        if is_unique_violation(code) {
+            SqlFailure::UniqueViolation { constraint }
+        } else if is_transient(code) {
+            SqlFailure::Unavailable(error)
+        } else {
+            SqlFailure::Other(error)
+        }
+    }
+}
+
 impl From<sqlx::Error> for SqlFailure {
     fn from(e: sqlx::Error) -> SqlFailure {
         match &e {
@@ -26,16 +40,8 @@ impl From<sqlx::Error> for SqlFailure {
             | sqlx::Error::WorkerCrashed => SqlFailure::Unavailable(Box::new(e)),
             sqlx::Error::Database(db) => {
                 let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-                if is_unique_violation(&code) {
-                    return SqlFailure::UniqueViolation {
-                        constraint: db.constraint().map(str::to_owned),
-                    };
-                }
-                if is_transient(&code) {
-                    SqlFailure::Unavailable(Box::new(e))
-                } else {
-                    SqlFailure::Other(Box::new(e))
-                }
+                let constraint = db.constraint().map(str::to_owned);
+                SqlFailure::from_code(&code, constraint, Box::new(e))
             }
             _ => SqlFailure::Other(Box::new(e)),
         }

@@ -1,46 +1,55 @@
 //! The embedded event store: one SQLite file in WAL mode, for one process.
 //!
-//! Writes go through a single writer task that owns the only write
+//! Writes go through a single writer thread that owns the only write
 //! connection. It takes every append waiting in its queue, runs each inside
 //! its own savepoint of one transaction and commits them together ("group
 //! commit"): a busy service pays one fsync per group instead of one per
-//! append, while each append keeps its own all-or-nothing outcome. Reads use
-//! a separate pool of read-only connections, which WAL lets run beside the
-//! writer. Positions come from `AUTOINCREMENT` under that single writer, so
-//! they are assigned in commit order and a reader can never skip one.
+//! append, while each append keeps its own all-or-nothing outcome. Reads run
+//! on a small pool of read-only connections on blocking threads, which WAL
+//! lets run beside the writer. Positions come from `AUTOINCREMENT` under that
+//! single writer, so they are assigned in commit order and a reader can
+//! never skip one.
+//!
+//! This adapter uses rusqlite, not sqlx: SQLite is in-process, and sqlx's
+//! driver sends every statement and every row through a channel to a worker
+//! thread (about 45 µs per statement, 160k rows/s at best on our machine),
+//! which made our appends twice as slow as a plain INSERT. Measured in
+//! `docs/bench/store.md`.
 //!
 //! A lock file next to the database keeps a second process from opening the
 //! same store; SQLite itself would stay consistent, but two processes would
-//! each believe they are the only writer and each hold their own resolver.
+//! each believe they are the only writer and each run their own resolver.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{ConnectOptions, Connection, Executor, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
-use tokio::sync::{mpsc, oneshot};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use uuid::Uuid;
 
-use crate::sqlerr::{append_err, read_err, SqlFailure};
+use crate::sqlerr::SqlFailure;
 use crate::subscription::{spawn_polling, AppendSignal};
 use crate::{
     validate_append, AppendError, AppendOutcome, Direction, EventStore, ExpectedVersion, Json, NewEvent, Position,
     ReadError, RecordedEvent, StoredIds, StreamStart, Subscription, MAX_EVENTS_PER_APPEND,
 };
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
-
-/// Rows per multi-row INSERT: 7 parameters each stays far below SQLite's
-/// limit of 32,766 parameters per statement.
-const INSERT_CHUNK: usize = 256;
+/// The schema, one script per version; `PRAGMA user_version` records how
+/// many have been applied. The database file holds nothing else, so this
+/// list is the whole migration history of the embedded event log.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite/0001_event_log.sql")];
 
 /// How many queued appends the writer commits together at most.
 const MAX_GROUP: usize = 512;
+
+/// Read connections kept open beside the writer.
+const READERS: usize = 4;
 
 /// How the embedded store trades durability for speed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,14 +97,10 @@ pub enum OpenError {
     Database {
         path: PathBuf,
         #[source]
-        source: sqlx::Error,
+        source: rusqlite::Error,
     },
-    #[error("cannot migrate the database at {path}")]
-    Migrate {
-        path: PathBuf,
-        #[source]
-        source: sqlx::migrate::MigrateError,
-    },
+    #[error("the database at {path} has schema version {found}, newer than this build knows ({known})")]
+    TooNew { path: PathBuf, found: i64, known: usize },
 }
 
 /// The embedded event store. Clones share the writer and the read pool.
@@ -106,8 +111,8 @@ pub struct SqliteEventStore {
 
 #[derive(Debug)]
 struct Inner {
-    reader: SqlitePool,
     writer: mpsc::Sender<WriterMsg>,
+    readers: ReadPool,
     signal: AppendSignal,
     poll_interval: Duration,
     // Held for the life of the store; the OS releases it when the process ends.
@@ -117,7 +122,7 @@ struct Inner {
 #[derive(Debug)]
 enum WriterMsg {
     Append(WriteRequest),
-    /// Stop taking appends; answered once the writer's connection is closed.
+    /// Stop taking appends; answered once the write connection is closed.
     Close(oneshot::Sender<()>),
 }
 
@@ -137,69 +142,81 @@ impl SqliteEventStore {
 
     pub async fn open_with(options: SqliteOptions) -> Result<SqliteEventStore, OpenError> {
         let path = options.path.clone();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| OpenError::Io {
-                path: path.clone(),
-                source,
-            })?;
-        }
-        let lock = lock_file(&path)?;
-
-        let base = SqliteConnectOptions::new()
-            .filename(&path)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(Duration::from_secs(5))
-            .disable_statement_logging();
-        let db_err = |source| OpenError::Database {
-            path: path.clone(),
-            source,
-        };
-
-        let writer_options = base
-            .clone()
-            .create_if_missing(true)
-            .synchronous(match options.durability {
-                Durability::Full => SqliteSynchronous::Full,
-                Durability::Normal => SqliteSynchronous::Normal,
-            });
-        // Migrate through a one-connection pool: `Migrator::run` on a bare
-        // connection makes this future non-`Send` (a sqlx lifetime quirk).
-        let migrate_pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(writer_options.clone())
+        let durability = options.durability;
+        let (writer, lock) = tokio::task::spawn_blocking(move || open_writer(&path, durability))
             .await
-            .map_err(db_err)?;
-        MIGRATOR.run(&migrate_pool).await.map_err(|source| OpenError::Migrate {
-            path: path.clone(),
-            source,
-        })?;
-        migrate_pool.close().await;
-        let writer = writer_options.connect().await.map_err(db_err)?;
-
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(base.read_only(true))
-            .await
-            .map_err(db_err)?;
+            .map_err(|e| OpenError::Io {
+                path: options.path.clone(),
+                source: std::io::Error::other(e),
+            })??;
 
         let (tx, rx) = mpsc::channel(4 * MAX_GROUP);
         let signal = AppendSignal::new();
-        tokio::spawn(writer_loop(writer, rx, signal.clone()));
+        let writer_signal = signal.clone();
+        std::thread::Builder::new()
+            .name("mdm-sqlite-writer".into())
+            .spawn(move || writer_loop(writer, rx, writer_signal))
+            .map_err(|source| OpenError::Io {
+                path: options.path.clone(),
+                source,
+            })?;
         Ok(SqliteEventStore {
             inner: Arc::new(Inner {
-                reader,
                 writer: tx,
+                readers: ReadPool {
+                    path: options.path.clone(),
+                    idle: Mutex::new(Vec::new()),
+                    permits: Semaphore::new(READERS),
+                    closed: AtomicBool::new(false),
+                },
                 signal,
                 poll_interval: options.poll_interval,
                 _lock: lock,
             }),
         })
     }
+}
 
-    /// The read pool, for the benchmark's plain-SQL baseline on the same file.
-    pub fn read_pool(&self) -> &SqlitePool {
-        &self.inner.reader
+/// Takes the lock file, opens the write connection and brings the schema up to date.
+fn open_writer(path: &Path, durability: Durability) -> Result<(Connection, File), OpenError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| OpenError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
     }
+    let lock = lock_file(path)?;
+    let db_err = |source| OpenError::Database {
+        path: path.to_owned(),
+        source,
+    };
+    let mut conn = Connection::open(path).map_err(db_err)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(db_err)?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(db_err)?;
+    let sync = match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync).map_err(db_err)?;
+    conn.set_prepared_statement_cache_capacity(64);
+
+    let applied: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(db_err)?;
+    if applied as usize > MIGRATIONS.len() {
+        return Err(OpenError::TooNew {
+            path: path.to_owned(),
+            found: applied,
+            known: MIGRATIONS.len(),
+        });
+    }
+    for (i, script) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+        let tx = conn.transaction().map_err(db_err)?;
+        tx.execute_batch(script).map_err(db_err)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+    }
+    Ok((conn, lock))
 }
 
 fn lock_file(path: &Path) -> Result<File, OpenError> {
@@ -228,6 +245,137 @@ fn lock_file(path: &Path) -> Result<File, OpenError> {
     }
 }
 
+// ----- Reading -----
+
+/// Read-only connections used on blocking threads, at most `READERS` at once.
+#[derive(Debug)]
+struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+    closed: AtomicBool,
+}
+
+impl ReadPool {
+    /// Runs `read` on a read connection on a blocking thread.
+    async fn run<T, F>(&self, read: F) -> Result<T, ReadError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, ReadError> + Send + 'static,
+    {
+        let closed = || ReadError::Unavailable("the event store is closed".into());
+        if self.closed.load(Ordering::Acquire) {
+            return Err(closed());
+        }
+        let _permit = self.permits.acquire().await.map_err(|_| closed())?;
+        let idle = self.idle.lock().map_err(|_| closed())?.pop();
+        let path = self.path.clone();
+        let (conn, result) = tokio::task::spawn_blocking(move || {
+            let conn = match idle {
+                Some(conn) => conn,
+                None => open_reader(&path)?,
+            };
+            let result = read(&conn);
+            Ok::<_, ReadError>((conn, result))
+        })
+        .await
+        .map_err(|e| ReadError::Internal(Box::new(e)))??;
+        if !self.closed.load(Ordering::Acquire) {
+            if let Ok(mut idle) = self.idle.lock() {
+                idle.push(conn);
+            }
+        }
+        result
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.permits.close();
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+    }
+}
+
+fn open_reader(path: &Path) -> Result<Connection, ReadError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+    )
+    .map_err(read_err)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(read_err)?;
+    conn.set_prepared_statement_cache_capacity(16);
+    Ok(conn)
+}
+
+const COLUMNS: &str = "position, id, stream, version, type, data, metadata, recorded_at";
+
+fn query_events(
+    conn: &Connection,
+    sql: &str,
+    limit: i64,
+    params: impl rusqlite::Params,
+) -> Result<Vec<RecordedEvent>, ReadError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(read_err)?;
+    let mut rows = stmt.query(params).map_err(read_err)?;
+    let mut events = Vec::with_capacity(limit.clamp(0, 10_000) as usize);
+    while let Some(row) = rows.next().map_err(read_err)? {
+        events.push(decode_row(row)?);
+    }
+    Ok(events)
+}
+
+fn decode_row(row: &rusqlite::Row<'_>) -> Result<RecordedEvent, ReadError> {
+    let position: i64 = row.get(0).map_err(read_err)?;
+    let corrupt = |reason: &str| ReadError::Corrupt {
+        position: position as u64,
+        reason: reason.to_owned(),
+    };
+    let id = row
+        .get_ref(1)
+        .map_err(read_err)?
+        .as_blob()
+        .map_err(|_| corrupt("event id is not a blob"))?;
+    let id = Uuid::from_slice(id).map_err(|_| corrupt("event id is not 16 bytes"))?;
+    let version: i64 = row.get(3).map_err(read_err)?;
+    let data: Vec<u8> = row.get(5).map_err(read_err)?;
+    let metadata: Vec<u8> = row.get(6).map_err(read_err)?;
+    let micros: i64 = row.get(7).map_err(read_err)?;
+    Ok(RecordedEvent {
+        id,
+        stream: row.get(2).map_err(read_err)?,
+        version: version as u64,
+        position: Position(position as u64),
+        event_type: row.get(4).map_err(read_err)?,
+        data: Json::trusted(Bytes::from(data)),
+        metadata: Json::trusted(Bytes::from(metadata)),
+        recorded_at: DateTime::from_timestamp_micros(micros).ok_or_else(|| corrupt("recorded_at out of range"))?,
+    })
+}
+
+fn failure(e: rusqlite::Error) -> SqlFailure {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _) => SqlFailure::from_code(&f.extended_code.to_string(), None, Box::new(e)),
+        _ => SqlFailure::Other(Box::new(e)),
+    }
+}
+
+fn read_err(e: rusqlite::Error) -> ReadError {
+    failure(e).into()
+}
+
+fn append_err(e: rusqlite::Error) -> AppendError {
+    failure(e).into()
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn clamp_limit(max_count: usize) -> i64 {
+    max_count.min(100_000) as i64
+}
+
 #[async_trait]
 impl EventStore for SqliteEventStore {
     async fn append(
@@ -248,10 +396,10 @@ impl EventStore for SqliteEventStore {
             .writer
             .send(WriterMsg::Append(request))
             .await
-            .map_err(|_| AppendError::Unavailable("the store's writer has stopped".into()))?;
+            .map_err(|_| AppendError::Unavailable("the event store is closed".into()))?;
         outcome
             .await
-            .map_err(|_| AppendError::Unavailable("the store's writer stopped before answering".into()))?
+            .map_err(|_| AppendError::Unavailable("the event store closed before answering".into()))?
     }
 
     async fn read_stream(
@@ -261,58 +409,61 @@ impl EventStore for SqliteEventStore {
         direction: Direction,
         max_count: usize,
     ) -> Result<Vec<RecordedEvent>, ReadError> {
+        let stream = stream.to_owned();
         let limit = clamp_limit(max_count);
-        let sql = match (direction, start) {
-            (Direction::Forwards, StreamStart::Edge) => {
-                "SELECT position, id, stream, version, type, data, metadata, recorded_at FROM event \
-                 WHERE stream = ?1 AND version >= 0 ORDER BY version ASC LIMIT ?3"
-            }
-            (Direction::Forwards, StreamStart::Version(_)) => {
-                "SELECT position, id, stream, version, type, data, metadata, recorded_at FROM event \
-                 WHERE stream = ?1 AND version >= ?2 ORDER BY version ASC LIMIT ?3"
-            }
-            (Direction::Backwards, StreamStart::Edge) => {
-                "SELECT position, id, stream, version, type, data, metadata, recorded_at FROM event \
-                 WHERE stream = ?1 ORDER BY version DESC LIMIT ?3"
-            }
-            (Direction::Backwards, StreamStart::Version(_)) => {
-                "SELECT position, id, stream, version, type, data, metadata, recorded_at FROM event \
-                 WHERE stream = ?1 AND version <= ?2 ORDER BY version DESC LIMIT ?3"
-            }
-        };
-        let from = match start {
-            StreamStart::Edge => 0,
-            StreamStart::Version(v) => to_i64(v),
-        };
-        let rows = sqlx::query(sql)
-            .bind(stream)
-            .bind(from)
-            .bind(limit)
-            .fetch_all(&self.inner.reader)
+        self.inner
+            .readers
+            .run(move |conn| {
+                let (sql, from) = match (direction, start) {
+                    (Direction::Forwards, StreamStart::Edge) => (
+                        format!("SELECT {COLUMNS} FROM event WHERE stream = ?1 AND version >= ?2 ORDER BY version ASC LIMIT ?3"),
+                        0,
+                    ),
+                    (Direction::Forwards, StreamStart::Version(v)) => (
+                        format!("SELECT {COLUMNS} FROM event WHERE stream = ?1 AND version >= ?2 ORDER BY version ASC LIMIT ?3"),
+                        to_i64(v),
+                    ),
+                    (Direction::Backwards, StreamStart::Edge) => (
+                        format!("SELECT {COLUMNS} FROM event WHERE stream = ?1 AND version <= ?2 ORDER BY version DESC LIMIT ?3"),
+                        i64::MAX,
+                    ),
+                    (Direction::Backwards, StreamStart::Version(v)) => (
+                        format!("SELECT {COLUMNS} FROM event WHERE stream = ?1 AND version <= ?2 ORDER BY version DESC LIMIT ?3"),
+                        to_i64(v),
+                    ),
+                };
+                query_events(conn, &sql, limit, params![stream, from, limit])
+            })
             .await
-            .map_err(read_err)?;
-        rows.iter().map(decode_row).collect()
     }
 
     async fn read_all(&self, after: Position, max_count: usize) -> Result<Vec<RecordedEvent>, ReadError> {
-        let rows = sqlx::query(
-            "SELECT position, id, stream, version, type, data, metadata, recorded_at FROM event \
-             WHERE position > ?1 ORDER BY position ASC LIMIT ?2",
-        )
-        .bind(to_i64(after.0))
-        .bind(clamp_limit(max_count))
-        .fetch_all(&self.inner.reader)
-        .await
-        .map_err(read_err)?;
-        rows.iter().map(decode_row).collect()
+        let limit = clamp_limit(max_count);
+        self.inner
+            .readers
+            .run(move |conn| {
+                query_events(
+                    conn,
+                    "SELECT position, id, stream, version, type, data, metadata, recorded_at FROM event \
+                     WHERE position > ?1 ORDER BY position ASC LIMIT ?2",
+                    limit,
+                    params![to_i64(after.0), limit],
+                )
+            })
+            .await
     }
 
     async fn head(&self) -> Result<Position, ReadError> {
-        let head: Option<i64> = sqlx::query_scalar("SELECT max(position) FROM event")
-            .fetch_one(&self.inner.reader)
+        self.inner
+            .readers
+            .run(|conn| {
+                let head: Option<i64> = conn
+                    .prepare_cached("SELECT max(position) FROM event")
+                    .and_then(|mut s| s.query_row([], |row| row.get(0)))
+                    .map_err(read_err)?;
+                Ok(Position(head.unwrap_or(0).max(0) as u64))
+            })
             .await
-            .map_err(read_err)?;
-        Ok(Position(head.unwrap_or(0).max(0) as u64))
     }
 
     async fn subscribe_all(&self, after: Position) -> Result<Subscription, ReadError> {
@@ -325,7 +476,7 @@ impl EventStore for SqliteEventStore {
     }
 
     async fn close(&self) {
-        self.inner.reader.close().await;
+        self.inner.readers.close();
         let (done, closed) = oneshot::channel();
         if self.inner.writer.send(WriterMsg::Close(done)).await.is_ok() {
             let _ = closed.await;
@@ -337,44 +488,14 @@ impl EventStore for SqliteEventStore {
     }
 }
 
-fn clamp_limit(max_count: usize) -> i64 {
-    max_count.min(100_000) as i64
-}
-
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn decode_row(row: &sqlx::sqlite::SqliteRow) -> Result<RecordedEvent, ReadError> {
-    let position: i64 = row.try_get(0).map_err(read_err)?;
-    let corrupt = |reason: &str| ReadError::Corrupt {
-        position: position as u64,
-        reason: reason.to_owned(),
-    };
-    let id: &[u8] = row.try_get(1).map_err(read_err)?;
-    let id = Uuid::from_slice(id).map_err(|_| corrupt("event id is not 16 bytes"))?;
-    let version: i64 = row.try_get(3).map_err(read_err)?;
-    let data: Vec<u8> = row.try_get(5).map_err(read_err)?;
-    let metadata: Vec<u8> = row.try_get(6).map_err(read_err)?;
-    let micros: i64 = row.try_get(7).map_err(read_err)?;
-    Ok(RecordedEvent {
-        id,
-        stream: row.try_get(2).map_err(read_err)?,
-        version: version as u64,
-        position: Position(position as u64),
-        event_type: row.try_get(4).map_err(read_err)?,
-        data: Json::trusted(Bytes::from(data)),
-        metadata: Json::trusted(Bytes::from(metadata)),
-        recorded_at: DateTime::from_timestamp_micros(micros).ok_or_else(|| corrupt("recorded_at out of range"))?,
-    })
-}
+// ----- Writing -----
 
 /// The single writer: takes every queued append, runs each in its own
 /// savepoint, commits them together, then answers each caller.
-async fn writer_loop(mut conn: SqliteConnection, mut queue: mpsc::Receiver<WriterMsg>, signal: AppendSignal) {
+fn writer_loop(mut conn: Connection, mut queue: mpsc::Receiver<WriterMsg>, signal: AppendSignal) {
     let mut group: Vec<WriteRequest> = Vec::with_capacity(MAX_GROUP);
     let mut closed_by = None;
-    while let Some(first) = queue.recv().await {
+    while let Some(first) = queue.blocking_recv() {
         let mut events = 0;
         let mut next = Some(first);
         while let Some(msg) = next.take() {
@@ -393,7 +514,7 @@ async fn writer_loop(mut conn: SqliteConnection, mut queue: mpsc::Receiver<Write
             }
         }
         if !group.is_empty() {
-            let outcomes = commit_group(&mut conn, &group).await;
+            let outcomes = commit_group(&mut conn, &group);
             let stored_any = outcomes.iter().any(|o| matches!(o, Ok(o) if !o.already_stored));
             for (request, outcome) in group.drain(..).zip(outcomes) {
                 let _ = request.reply.send(outcome);
@@ -409,30 +530,31 @@ async fn writer_loop(mut conn: SqliteConnection, mut queue: mpsc::Receiver<Write
     // Appends still queued are dropped unanswered: their callers get
     // Unavailable, and nothing of them was stored.
     queue.close();
-    let _ = conn.close().await;
+    drop(conn);
     if let Some(done) = closed_by {
         let _ = done.send(());
     }
 }
 
-async fn commit_group(conn: &mut SqliteConnection, group: &[WriteRequest]) -> Vec<Result<AppendOutcome, AppendError>> {
-    if let Err(e) = conn.execute("BEGIN IMMEDIATE").await {
-        let failure = SqlFailure::from(e);
-        return group.iter().map(|_| Err(failure_to_append(&failure))).collect();
+fn commit_group(conn: &mut Connection, group: &[WriteRequest]) -> Vec<Result<AppendOutcome, AppendError>> {
+    let recorded_at = Utc::now().timestamp_micros();
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let failure = failure(e);
+        return group.iter().map(|_| Err(copy_failure(&failure))).collect();
     }
-    let mut outcomes = Vec::with_capacity(group.len());
-    for request in group {
-        outcomes.push(append_in_savepoint(conn, request).await);
-    }
-    if let Err(e) = conn.execute("COMMIT").await {
-        let failure = SqlFailure::from(e);
-        let _ = conn.execute("ROLLBACK").await;
+    let outcomes: Vec<_> = group
+        .iter()
+        .map(|request| append_in_savepoint(conn, request, recorded_at))
+        .collect();
+    if let Err(e) = conn.execute_batch("COMMIT") {
+        let failure = failure(e);
+        let _ = conn.execute_batch("ROLLBACK");
         return outcomes
             .into_iter()
             .map(|o| match o {
                 // Nothing of this group is stored: the earlier verdicts
                 // (conflicts, duplicates) still hold, the successes do not.
-                Ok(_) => Err(failure_to_append(&failure)),
+                Ok(_) => Err(copy_failure(&failure)),
                 other => other,
             })
             .collect();
@@ -440,7 +562,7 @@ async fn commit_group(conn: &mut SqliteConnection, group: &[WriteRequest]) -> Ve
     outcomes
 }
 
-fn failure_to_append(f: &SqlFailure) -> AppendError {
+fn copy_failure(f: &SqlFailure) -> AppendError {
     match f {
         SqlFailure::Unavailable(e) => AppendError::Unavailable(e.to_string().into()),
         SqlFailure::Other(e) => AppendError::Internal(e.to_string().into()),
@@ -448,52 +570,34 @@ fn failure_to_append(f: &SqlFailure) -> AppendError {
     }
 }
 
-async fn append_in_savepoint(conn: &mut SqliteConnection, r: &WriteRequest) -> Result<AppendOutcome, AppendError> {
-    conn.execute("SAVEPOINT append").await.map_err(append_err)?;
-    let outcome = append_one(conn, r).await;
+fn append_in_savepoint(conn: &Connection, r: &WriteRequest, recorded_at: i64) -> Result<AppendOutcome, AppendError> {
+    conn.execute_batch("SAVEPOINT append").map_err(append_err)?;
+    let outcome = append_one(conn, r, recorded_at);
     let keep = matches!(&outcome, Ok(o) if !o.already_stored);
     let end = if keep {
-        conn.execute("RELEASE append").await
+        conn.execute_batch("RELEASE append")
     } else {
-        match conn.execute("ROLLBACK TO append").await {
-            Ok(_) => conn.execute("RELEASE append").await,
-            Err(e) => Err(e),
-        }
+        conn.execute_batch("ROLLBACK TO append; RELEASE append")
     };
     end.map_err(append_err)?;
     outcome
 }
 
-async fn append_one(conn: &mut SqliteConnection, r: &WriteRequest) -> Result<AppendOutcome, AppendError> {
-    // One statement checks the expected version and moves the stream to its
-    // new version; no row back means the stream was not where the caller
-    // expected it.
-    let n = r.events.len() as i64;
-    let bump = match r.expected {
-        ExpectedVersion::Any => sqlx::query_scalar::<_, i64>(
-            "INSERT INTO stream (name, version) VALUES (?1, ?2 - 1) \
-             ON CONFLICT (name) DO UPDATE SET version = version + ?2 RETURNING version",
-        ),
-        ExpectedVersion::NoStream => sqlx::query_scalar::<_, i64>(
-            "INSERT INTO stream (name, version) VALUES (?1, ?2 - 1) ON CONFLICT (name) DO NOTHING RETURNING version",
-        ),
-        ExpectedVersion::Exact(_) => sqlx::query_scalar::<_, i64>(
-            "UPDATE stream SET version = version + ?2 WHERE name = ?1 AND version = ?3 RETURNING version",
-        ),
-    };
-    let exact = match r.expected {
-        ExpectedVersion::Exact(v) => to_i64(v),
-        _ => -1,
-    };
-    let bumped = bump
-        .bind(&r.stream)
-        .bind(n)
-        .bind(exact)
-        .fetch_optional(&mut *conn)
-        .await
+fn append_one(conn: &Connection, r: &WriteRequest, recorded_at: i64) -> Result<AppendOutcome, AppendError> {
+    // The single writer makes this read-then-insert race-free; the unique
+    // (stream, version) index is the safety net.
+    let current: i64 = conn
+        .prepare_cached("SELECT coalesce(max(version), -1) FROM event WHERE stream = ?1")
+        .and_then(|mut s| s.query_row([&r.stream], |row| row.get(0)))
         .map_err(append_err)?;
-    let Some(last_version) = bumped else {
-        return match stored_ids(conn, r).await? {
+    let current = (current >= 0).then_some(current as u64);
+    let matches = match r.expected {
+        ExpectedVersion::Any => true,
+        ExpectedVersion::NoStream => current.is_none(),
+        ExpectedVersion::Exact(v) => current == Some(v),
+    };
+    if !matches {
+        return match stored_ids(conn, r)? {
             StoredIds::All {
                 last_version,
                 last_position,
@@ -501,62 +605,52 @@ async fn append_one(conn: &mut SqliteConnection, r: &WriteRequest) -> Result<App
             StoredIds::Some => Err(AppendError::IdsAlreadyUsed {
                 stream: r.stream.clone(),
             }),
-            StoredIds::None => {
-                let actual: Option<i64> = sqlx::query_scalar("SELECT version FROM stream WHERE name = ?1")
-                    .bind(&r.stream)
-                    .fetch_optional(&mut *conn)
-                    .await
-                    .map_err(append_err)?;
-                Err(AppendError::Conflict {
-                    stream: r.stream.clone(),
-                    expected: r.expected,
-                    actual: actual.map(|v| v as u64),
-                })
-            }
+            StoredIds::None => Err(AppendError::Conflict {
+                stream: r.stream.clone(),
+                expected: r.expected,
+                actual: current,
+            }),
         };
-    };
-    let last_version = last_version as u64;
-    let first_version = last_version + 1 - r.events.len() as u64;
+    }
 
-    let recorded_at = Utc::now().timestamp_micros();
-    let mut last_position = 0i64;
-    for (chunk_index, chunk) in r.events.chunks(INSERT_CHUNK).enumerate() {
-        let base = first_version + (chunk_index * INSERT_CHUNK) as u64;
-        let mut insert: QueryBuilder<Sqlite> =
-            QueryBuilder::new("INSERT INTO event (id, stream, version, type, data, metadata, recorded_at) ");
-        insert.push_values(chunk.iter().enumerate(), |mut row, (i, e)| {
-            row.push_bind(e.id.as_bytes().to_vec())
-                .push_bind(&r.stream)
-                .push_bind((base + i as u64) as i64)
-                .push_bind(&e.event_type)
-                .push_bind(e.data.as_bytes())
-                .push_bind(e.metadata.as_bytes())
-                .push_bind(recorded_at);
-        });
-        match insert.build().persistent(true).execute(&mut *conn).await {
-            Ok(done) => last_position = done.last_insert_rowid(),
-            Err(e) => {
-                return match SqlFailure::from(e) {
-                    // An id is stored already. The caller rolls the savepoint
-                    // back (the stream's bump too); here we only tell a retry
-                    // of this very append from a misuse of ids.
-                    SqlFailure::UniqueViolation { .. } => match stored_ids(conn, r).await? {
-                        StoredIds::All {
-                            last_version,
-                            last_position,
-                        } => Ok(already(last_version, last_position)),
-                        _ => Err(AppendError::IdsAlreadyUsed {
-                            stream: r.stream.clone(),
-                        }),
-                    },
-                    other => Err(other.into()),
-                };
-            }
+    let first_version = current.map_or(0, |v| v + 1);
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO event (id, stream, version, type, data, metadata, recorded_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .map_err(append_err)?;
+    for (i, e) in r.events.iter().enumerate() {
+        let inserted = insert.execute(params![
+            &e.id.as_bytes()[..],
+            r.stream,
+            to_i64(first_version + i as u64),
+            e.event_type,
+            e.data.as_bytes(),
+            e.metadata.as_bytes(),
+            recorded_at,
+        ]);
+        if let Err(err) = inserted {
+            return match failure(err) {
+                // An id is stored already. The caller rolls the savepoint
+                // back; here we only tell a retry of this very append from a
+                // misuse of ids.
+                SqlFailure::UniqueViolation { .. } => match stored_ids(conn, r)? {
+                    StoredIds::All {
+                        last_version,
+                        last_position,
+                    } => Ok(already(last_version, last_position)),
+                    _ => Err(AppendError::IdsAlreadyUsed {
+                        stream: r.stream.clone(),
+                    }),
+                },
+                other => Err(other.into()),
+            };
         }
     }
     Ok(AppendOutcome {
-        last_version,
-        last_position: Position(last_position as u64),
+        last_version: first_version + r.events.len() as u64 - 1,
+        last_position: Position(conn.last_insert_rowid() as u64),
         already_stored: false,
     })
 }
@@ -571,26 +665,26 @@ fn already(last_version: u64, last_position: Position) -> AppendOutcome {
 
 /// Which of the append's event ids are stored, and whether all of them are
 /// stored in this very stream (a retry of an append that succeeded).
-async fn stored_ids(conn: &mut SqliteConnection, r: &WriteRequest) -> Result<StoredIds, AppendError> {
+fn stored_ids(conn: &Connection, r: &WriteRequest) -> Result<StoredIds, AppendError> {
+    let mut lookup = conn
+        .prepare_cached("SELECT stream, version, position FROM event WHERE id = ?1")
+        .map_err(append_err)?;
     let mut found = 0usize;
     let mut same_stream = true;
     let mut last_version = 0u64;
     let mut last_position = 0u64;
-    for chunk in r.events.chunks(INSERT_CHUNK) {
-        let mut q: QueryBuilder<Sqlite> =
-            QueryBuilder::new("SELECT stream, version, position FROM event WHERE id IN (");
-        let mut ids = q.separated(", ");
-        for e in chunk {
-            ids.push_bind(e.id.as_bytes().to_vec());
-        }
-        q.push(")");
-        let rows = q.build().fetch_all(&mut *conn).await.map_err(append_err)?;
-        for row in rows {
+    for e in &r.events {
+        let row: Option<(String, i64, i64)> = lookup
+            .query_row([&e.id.as_bytes()[..]], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .optional()
+            .map_err(append_err)?;
+        if let Some((stream, version, position)) = row {
             found += 1;
-            let stream: String = row.try_get(0).map_err(append_err)?;
             same_stream &= stream == r.stream;
-            last_version = last_version.max(row.try_get::<i64, _>(1).map_err(append_err)? as u64);
-            last_position = last_position.max(row.try_get::<i64, _>(2).map_err(append_err)? as u64);
+            last_version = last_version.max(version as u64);
+            last_position = last_position.max(position as u64);
         }
     }
     Ok(if found == 0 {

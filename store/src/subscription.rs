@@ -19,8 +19,11 @@ use tokio::task::JoinHandle;
 
 use crate::{EventStore, Position, ReadError, RecordedEvent};
 
-/// How many events a subscription reads per query while catching up.
-pub const SUBSCRIPTION_PAGE: usize = 1_000;
+/// How many events a subscription reads per query while catching up. Each
+/// query has a fixed cost (about 1 ms on PostgreSQL here), so catch-up speed
+/// grows with the page: 1,000 gave 0.42 of a plain streaming SELECT, 5,000
+/// about 0.55 (`mdm bench store --page-size`).
+pub const SUBSCRIPTION_PAGE: usize = 5_000;
 
 /// A running subscription to the global log. It yields events in log order;
 /// after an error it yields nothing more (resubscribe from the last position
@@ -88,9 +91,9 @@ pub(crate) fn spawn_polling<S>(store: S, after: Position, signal: &AppendSignal,
 where
     S: EventStore + Clone,
 {
-    // Two pages in flight keep the reader busy while the consumer works,
-    // and bound the memory a slow consumer can pin.
-    let (tx, rx) = mpsc::channel(2 * SUBSCRIPTION_PAGE);
+    // One page in flight keeps the reader busy while the consumer works,
+    // and bounds the memory a slow consumer can pin.
+    let (tx, rx) = mpsc::channel(SUBSCRIPTION_PAGE);
     let mut woken = signal.watch();
     let reader = tokio::spawn(async move {
         let mut after = after;

@@ -34,11 +34,12 @@ async fn wait_for_a_blocked_append(admin: &mut PgConnection, database: &str) {
 
 /// A transaction that starts first and commits last is the case a plain
 /// `position > checkpoint` reader gets wrong. Here an append is held inside
-/// its transaction while two later appends commit: it expects an exact
-/// version, so its `UPDATE` of the stream's row takes a transaction id and
-/// then waits for the row lock the test holds. The subscriber must deliver
-/// nothing until the held append commits, and then deliver it first, because
-/// its position is lower.
+/// its transaction while two later appends commit: the test's own open
+/// transaction has written version 1 of the stream, so the append, which has
+/// already inserted its row (and so holds a transaction id), waits on the
+/// unique (stream, version) index. The subscriber must deliver nothing until
+/// the held append commits, and then deliver it first, because its position
+/// is lower.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_append_that_commits_late_is_delivered_in_order_and_never_skipped() {
     let backend = PostgresBackend::new().await.expect("backend");
@@ -52,13 +53,16 @@ async fn an_append_that_commits_late_is_delivered_in_order_and_never_skipped() {
         .await
         .expect("subscribe");
 
-    // Lock the stream's row so the next append to it waits inside its transaction.
+    // Take version 1 of the stream in a transaction left open.
     let mut locker = PgConnection::connect(&backend.url).await.expect("connect");
     locker.execute("BEGIN").await.expect("begin");
     locker
-        .execute("SELECT 1 FROM mdm_store.stream WHERE name = 'held' FOR UPDATE")
+        .execute(
+            "INSERT INTO mdm_store.event (position, id, stream, version, type, data, metadata) \
+             VALUES (pg_current_xact_id()::text::bigint << 20, gen_random_uuid(), 'held', 1, 'Blocker', '', '')",
+        )
         .await
-        .expect("lock row");
+        .expect("take version 1");
 
     let held = event("Late", json!({}));
     let held_id = held.id;

@@ -2,19 +2,10 @@
 -- the search path of the store's connections), so its _sqlx_migrations table
 -- never collides with the read models' migrations.
 
--- One row per stream: the version of its last event. An append updates this
--- row in the same statement that inserts its events, so the row lock
--- serializes writers of one stream and checks the expected version.
-CREATE TABLE stream (
-    name    text   PRIMARY KEY,
-    version bigint NOT NULL
-);
-COMMENT ON TABLE stream IS 'Current version of every stream; locked by appends to check expected versions.';
-COMMENT ON COLUMN stream.name IS 'Stream name, e.g. source-web-123 or customer-<token>.';
-COMMENT ON COLUMN stream.version IS '0-based version of the stream''s last event.';
-
 -- Every event ever appended. Rows are never updated or deleted: erasure
--- destroys encryption keys kept elsewhere, not events.
+-- destroys encryption keys kept elsewhere, not events. A stream's current
+-- version is max(version) over its rows (the event_stream_version_key index);
+-- that unique index also settles two appends racing for the same version.
 CREATE TABLE event (
     position    bigint      PRIMARY KEY,
     id          uuid        NOT NULL,

@@ -1,0 +1,65 @@
+//! `mdm bench store` runs end to end on both backends and reports every
+//! figure with its baseline (tiny sizes: this checks the program, the
+//! figures themselves come from a release build, see README).
+
+use std::process::Command;
+
+#[test]
+fn bench_store_reports_every_figure_against_its_baseline_on_both_backends() {
+    let url = std::env::var("MDM_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".to_owned());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_mdm"))
+        .args([
+            "bench",
+            "store",
+            "--log-events",
+            "3000",
+            "--appends",
+            "48",
+            "--repeat",
+            "1",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .env("MDM_BENCH_DATABASE_URL", &url)
+        .env("MDM_LOG", "warn")
+        .output()
+        .expect("mdm runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line: {l}: {e}")))
+        .collect();
+    for backend in ["sqlite", "postgres"] {
+        for figure in [
+            "append_1_writer",
+            "append_8_writers",
+            "append_batch_100",
+            "read_all",
+            "subscription_catch_up",
+        ] {
+            let line = lines
+                .iter()
+                .find(|l| l["backend"] == backend && l["figure"] == figure)
+                .unwrap_or_else(|| panic!("{backend} {figure} missing from:\n{stdout}"));
+            let median = line["median"].as_f64().expect("median");
+            let baseline = line["baseline_median"].as_f64().expect("baseline");
+            assert!(median > 0.0 && baseline > 0.0, "{line}");
+            assert!(line["ratio"].as_f64().expect("ratio") > 0.0, "{line}");
+        }
+        let read = lines
+            .iter()
+            .find(|l| l["backend"] == backend && l["figure"] == "read_all")
+            .expect("read_all");
+        assert_eq!(read["events_per_run"], 3000, "the log was filled to --log-events");
+    }
+    // The bench cleans up after itself.
+    let left: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").collect();
+    assert!(left.is_empty(), "files left behind: {left:?}");
+}
