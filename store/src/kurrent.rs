@@ -88,10 +88,6 @@ const APPEND_DEADLINE: Duration = Duration::from_secs(30);
 /// How long one bounded read (a page of a stream or of `$all`) may take.
 const READ_DEADLINE: Duration = Duration::from_secs(60);
 
-/// The most events one read returns, whatever the caller asks for (as the
-/// SQL adapters do).
-const MAX_PAGE: usize = 100_000;
-
 /// How many of a stream's last events an append that met a conflict looks
 /// through for its own ids (besides as many as it carries).
 pub const IDEMPOTENCY_WINDOW: usize = 2_048;
@@ -216,7 +212,7 @@ impl EventStore for KurrentEventStore {
                     // position at all; a fresh write always has one.
                     None => {
                         let last_position = self.position_of(stream, last_version, last_id).await?;
-                        Ok(already(last_version, last_position))
+                        Ok(AppendOutcome::retried(last_version, last_position))
                     }
                 }
             }
@@ -224,7 +220,7 @@ impl EventStore for KurrentEventStore {
                 StoredIds::All {
                     last_version,
                     last_position,
-                } => Ok(already(last_version, last_position)),
+                } => Ok(AppendOutcome::retried(last_version, last_position)),
                 StoredIds::Some => Err(AppendError::IdsAlreadyUsed {
                     stream: stream.to_owned(),
                 }),
@@ -249,7 +245,7 @@ impl EventStore for KurrentEventStore {
         max_count: usize,
     ) -> Result<Vec<RecordedEvent>, ReadError> {
         self.check_open().map_err(ReadError::Unavailable)?;
-        let max = max_count.min(MAX_PAGE);
+        let max = max_count.min(crate::MAX_READ);
         if max == 0 {
             return Ok(Vec::new());
         }
@@ -281,7 +277,7 @@ impl EventStore for KurrentEventStore {
 
     async fn read_all(&self, after: Position, max_count: usize) -> Result<Vec<RecordedEvent>, ReadError> {
         self.check_open().map_err(ReadError::Unavailable)?;
-        let max = max_count.min(MAX_PAGE);
+        let max = max_count.min(crate::MAX_READ);
         let mut events = Vec::new();
         if max == 0 {
             return Ok(events);
@@ -502,14 +498,6 @@ async fn wait_closed(closed: &mut watch::Receiver<bool>) {
     // An error means the sender is gone, which the store clone that every
     // subscription task holds rules out; it would mean "closed" anyway.
     let _ = closed.wait_for(|closed| *closed).await;
-}
-
-fn already(last_version: u64, last_position: Position) -> AppendOutcome {
-    AppendOutcome {
-        last_version,
-        last_position,
-        already_stored: true,
-    }
 }
 
 /// The client's form of one of our events: our id, JSON content type, our

@@ -198,6 +198,30 @@ pub struct AppendOutcome {
     pub already_stored: bool,
 }
 
+impl AppendOutcome {
+    /// The outcome of a retry that found every event already stored.
+    pub(crate) fn retried(last_version: u64, last_position: Position) -> AppendOutcome {
+        AppendOutcome {
+            last_version,
+            last_position,
+            already_stored: true,
+        }
+    }
+}
+
+/// The most events one read returns, whatever the caller asks for.
+pub const MAX_READ: usize = 100_000;
+
+/// A caller's page size as a SQL `LIMIT`.
+pub(crate) fn sql_limit(max_count: usize) -> i64 {
+    max_count.min(MAX_READ) as i64
+}
+
+/// A version or position as a SQL `bigint` (they never exceed `i64::MAX`).
+pub(crate) fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
 /// Which way to read a stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {

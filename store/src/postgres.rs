@@ -44,8 +44,8 @@ use uuid::Uuid;
 use crate::sqlerr::{append_err, read_err, SqlFailure};
 use crate::subscription::{spawn_polling, AppendSignal};
 use crate::{
-    validate_append, AppendError, AppendOutcome, Direction, EventStore, ExpectedVersion, Json, NewEvent, Position,
-    ReadError, RecordedEvent, StoredIds, StreamStart, Subscription,
+    sql_limit, to_i64, validate_append, AppendError, AppendOutcome, Direction, EventStore, ExpectedVersion, Json,
+    NewEvent, Position, ReadError, RecordedEvent, StoredIds, StreamStart, Subscription,
 };
 
 /// Events a read reserves room for up front.
@@ -251,7 +251,7 @@ impl EventStore for PostgresEventStore {
                 StoredIds::All {
                     last_version,
                     last_position,
-                } => Ok(already(last_version, last_position)),
+                } => Ok(AppendOutcome::retried(last_version, last_position)),
                 StoredIds::Some => Err(AppendError::IdsAlreadyUsed {
                     stream: stream.to_owned(),
                 }),
@@ -295,7 +295,7 @@ impl EventStore for PostgresEventStore {
         let rows = sqlx::query(sql)
             .bind(stream)
             .bind(from)
-            .bind(clamp_limit(max_count))
+            .bind(sql_limit(max_count))
             .fetch_all(&self.inner.pool)
             .await
             .map_err(read_err)?;
@@ -309,7 +309,7 @@ impl EventStore for PostgresEventStore {
         );
         // Decode each row as it arrives instead of holding the whole page of
         // raw rows first: half the memory, and decoding overlaps the transfer.
-        let limit = clamp_limit(max_count);
+        let limit = sql_limit(max_count);
         let mut rows = sqlx::query(&sql)
             .bind(to_i64(after.0))
             .bind(limit)
@@ -376,22 +376,6 @@ impl PostgresEventStore {
             last_position: Position(rows.iter().map(|r| r.2).max().unwrap_or(0) as u64),
         })
     }
-}
-
-fn already(last_version: u64, last_position: Position) -> AppendOutcome {
-    AppendOutcome {
-        last_version,
-        last_position,
-        already_stored: true,
-    }
-}
-
-fn clamp_limit(max_count: usize) -> i64 {
-    max_count.min(100_000) as i64
-}
-
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 fn decode_row(row: &PgRow) -> Result<RecordedEvent, ReadError> {

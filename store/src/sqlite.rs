@@ -36,8 +36,8 @@ use uuid::Uuid;
 use crate::sqlerr::SqlFailure;
 use crate::subscription::{spawn_polling, AppendSignal};
 use crate::{
-    validate_append, AppendError, AppendOutcome, Direction, EventStore, ExpectedVersion, Json, NewEvent, Position,
-    ReadError, RecordedEvent, StoredIds, StreamStart, Subscription, MAX_EVENTS_PER_APPEND,
+    sql_limit, to_i64, validate_append, AppendError, AppendOutcome, Direction, EventStore, ExpectedVersion, Json,
+    NewEvent, Position, ReadError, RecordedEvent, StoredIds, StreamStart, Subscription, MAX_EVENTS_PER_APPEND,
 };
 
 /// The schema, one script per version; `PRAGMA user_version` records how
@@ -368,14 +368,6 @@ fn append_err(e: rusqlite::Error) -> AppendError {
     failure(e).into()
 }
 
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn clamp_limit(max_count: usize) -> i64 {
-    max_count.min(100_000) as i64
-}
-
 #[async_trait]
 impl EventStore for SqliteEventStore {
     async fn append(
@@ -410,7 +402,7 @@ impl EventStore for SqliteEventStore {
         max_count: usize,
     ) -> Result<Vec<RecordedEvent>, ReadError> {
         let stream = stream.to_owned();
-        let limit = clamp_limit(max_count);
+        let limit = sql_limit(max_count);
         self.inner
             .readers
             .run(move |conn| {
@@ -438,7 +430,7 @@ impl EventStore for SqliteEventStore {
     }
 
     async fn read_all(&self, after: Position, max_count: usize) -> Result<Vec<RecordedEvent>, ReadError> {
-        let limit = clamp_limit(max_count);
+        let limit = sql_limit(max_count);
         self.inner
             .readers
             .run(move |conn| {
@@ -601,7 +593,7 @@ fn append_one(conn: &Connection, r: &WriteRequest, recorded_at: i64) -> Result<A
             StoredIds::All {
                 last_version,
                 last_position,
-            } => Ok(already(last_version, last_position)),
+            } => Ok(AppendOutcome::retried(last_version, last_position)),
             StoredIds::Some => Err(AppendError::IdsAlreadyUsed {
                 stream: r.stream.clone(),
             }),
@@ -639,7 +631,7 @@ fn append_one(conn: &Connection, r: &WriteRequest, recorded_at: i64) -> Result<A
                     StoredIds::All {
                         last_version,
                         last_position,
-                    } => Ok(already(last_version, last_position)),
+                    } => Ok(AppendOutcome::retried(last_version, last_position)),
                     _ => Err(AppendError::IdsAlreadyUsed {
                         stream: r.stream.clone(),
                     }),
@@ -653,14 +645,6 @@ fn append_one(conn: &Connection, r: &WriteRequest, recorded_at: i64) -> Result<A
         last_position: Position(conn.last_insert_rowid() as u64),
         already_stored: false,
     })
-}
-
-fn already(last_version: u64, last_position: Position) -> AppendOutcome {
-    AppendOutcome {
-        last_version,
-        last_position,
-        already_stored: true,
-    }
 }
 
 /// Which of the append's event ids are stored, and whether all of them are
