@@ -76,6 +76,60 @@ async fn serve_with_no_configuration_runs_embedded_and_answers_health() {
     assert!(terminate(&mut child).success(), "a clean exit on SIGTERM");
 }
 
+/// The composition root's PostgreSQL path: the same binary, pointed at a
+/// fresh database through `MDM_EVENT_STORE_URL`.
+#[tokio::test]
+async fn serve_runs_on_postgresql_when_configured() {
+    let admin = std::env::var("MDM_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".to_owned());
+    let name = format!("mdm_test_serve_{}", std::process::id());
+    let url = match admin.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/{name}"),
+        None => panic!("MDM_TEST_DATABASE_URL has no database part"),
+    };
+    let psql = |sql: &str| {
+        let out = Command::new("psql")
+            .arg(&admin)
+            .arg("-qc")
+            .arg(sql)
+            .output()
+            .expect("psql runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+    psql(&format!("CREATE DATABASE {name}"));
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut child, addr) = start(dir.path(), &[("MDM_EVENT_STORE_URL", &url)]);
+    let body: serde_json::Value = reqwest::get(format!("http://{addr}/health"))
+        .await
+        .expect("health answers")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["event_store"], "postgres");
+    assert!(!dir.path().join("mdm-data").exists(), "nothing embedded was created");
+
+    // The database goes away under the running service: health says so,
+    // as a problem document that names no server, user or password.
+    psql(&format!("DROP DATABASE {name} WITH (FORCE)"));
+    let response = reqwest::get(format!("http://{addr}/health"))
+        .await
+        .expect("health answers");
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response.headers()["content-type"].to_str().expect("ascii"),
+        "application/problem+json"
+    );
+    let body = response.text().await.expect("body");
+    assert!(body.contains("\"status\":503"), "{body}");
+    for secret in ["postgres:postgres", "127.0.0.1:5432", name.as_str()] {
+        assert!(!body.contains(secret), "the problem leaks {secret}: {body}");
+    }
+    assert!(terminate(&mut child).success());
+}
+
 #[tokio::test]
 async fn a_second_service_on_the_same_data_folder_refuses_to_start() {
     let dir = tempfile::tempdir().expect("temp dir");
