@@ -191,15 +191,23 @@ impl EventStore for PostgresEventStore {
             ExpectedVersion::NoStream => "cur.v = -1",
             ExpectedVersion::Exact(_) => "cur.v = $6",
         };
+        // One event (the common case: a record captured, a decision taken)
+        // binds plain values; more events go through `unnest`. Encoding
+        // arrays costs client CPU, which shares the machine with the server.
+        let rows = if events.len() == 1 {
+            "SELECT pg_current_xact_id()::text::bigint << 20, $2::uuid, $1, cur.v + 1, \
+                    $3::text, $4::bytea, $5::bytea FROM cur"
+        } else {
+            "SELECT (pg_current_xact_id()::text::bigint << 20) | (e.ord - 1), \
+                    e.id, $1, cur.v + e.ord, e.type, e.data, e.metadata \
+             FROM cur, unnest($2::uuid[], $3::text[], $4::bytea[], $5::bytea[]) \
+                  WITH ORDINALITY AS e(id, type, data, metadata, ord)"
+        };
         let sql = format!(
             "WITH cur AS (SELECT coalesce(max(version), -1) AS v FROM event WHERE stream = $1), \
              ins AS ( \
                INSERT INTO event (position, id, stream, version, type, data, metadata) \
-               SELECT (pg_current_xact_id()::text::bigint << 20) | (e.ord - 1), \
-                      e.id, $1, cur.v + e.ord, e.type, e.data, e.metadata \
-               FROM cur, unnest($2::uuid[], $3::text[], $4::bytea[], $5::bytea[]) \
-                    WITH ORDINALITY AS e(id, type, data, metadata, ord) \
-               WHERE {check} \
+               {rows} WHERE {check} \
                RETURNING position, version) \
              SELECT (SELECT v FROM cur), max(position), max(version) FROM ins"
         );
@@ -212,12 +220,15 @@ impl EventStore for PostgresEventStore {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let mut query = sqlx::query_as::<_, (i64, Option<i64>, Option<i64>)>(&sql)
-                .bind(stream)
-                .bind(&ids)
-                .bind(&types)
-                .bind(&data)
-                .bind(&metadata);
+            let query = sqlx::query_as::<_, (i64, Option<i64>, Option<i64>)>(&sql).bind(stream);
+            let mut query = match events.as_slice() {
+                [one] => query
+                    .bind(one.id)
+                    .bind(one.event_type.as_str())
+                    .bind(one.data.as_bytes())
+                    .bind(one.metadata.as_bytes()),
+                _ => query.bind(&ids).bind(&types).bind(&data).bind(&metadata),
+            };
             if let ExpectedVersion::Exact(v) = expected {
                 query = query.bind(to_i64(v));
             }
