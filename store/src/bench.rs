@@ -220,6 +220,30 @@ async fn catch_up_count(store: &Arc<dyn EventStore>, total: usize) -> anyhow::Re
     Ok(n)
 }
 
+/// How many events the store reads, once it reads as many as a plain SELECT
+/// of its table sees. On PostgreSQL the log shows an event once every older
+/// write transaction of the cluster has ended, so other work on the same
+/// server can hide our last appends for a moment.
+async fn settled_count(
+    store: &Arc<dyn EventStore>,
+    baseline: &dyn Baseline,
+    page_size: usize,
+) -> anyhow::Result<usize> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let plain = baseline.read_ordered().await?;
+        let ours = read_all_count(store, page_size).await?;
+        if ours == plain {
+            return Ok(ours);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the store shows {ours} events, its table {plain}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 async fn measure<F, Fut>(f: F) -> anyhow::Result<f64>
 where
     F: FnOnce() -> Fut,
@@ -274,7 +298,7 @@ async fn run_figures(
     report(backend, &f);
 
     // Fill the log up to the requested size with 1,000-event appends.
-    let mut have = read_all_count(&store, args.page_size).await?;
+    let mut have = settled_count(&store, baseline, args.page_size).await?;
     let fill_start = Instant::now();
     let filled = args.log_events.saturating_sub(have);
     while have < args.log_events {
@@ -282,6 +306,7 @@ async fn run_figures(
         appends_batch(&store, 1, n).await?;
         have += n;
     }
+    let have = settled_count(&store, baseline, args.page_size).await?;
     if filled > 0 {
         let secs = fill_start.elapsed().as_secs_f64();
         println!(
