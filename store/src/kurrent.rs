@@ -367,7 +367,7 @@ impl EventStore for KurrentEventStore {
             .filter(system_filter())
             .retry_options(RetryOptions::default());
         let mut upstream = self.inner.client.subscribe_to_all(&options).await;
-        let (tx, rx) = mpsc::channel(2 * SUBSCRIPTION_PAGE);
+        let (tx, rx) = mpsc::channel(SUBSCRIPTION_PAGE);
         // The task holds a clone of the store, which keeps the "closed" flag
         // (and the client) alive as long as the subscription runs.
         let store = self.clone();

@@ -141,6 +141,11 @@ impl PostgresEventStore {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
+            // No ping before each use: it doubled the round trips of every
+            // append and page read. A connection that died while idle fails
+            // its next statement with an I/O error, which callers see as
+            // `Unavailable` and retry; the pool then replaces it.
+            .test_before_acquire(false)
             .connect_with(connect)
             .await
             .map_err(OpenError::Connect)?;

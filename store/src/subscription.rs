@@ -20,10 +20,12 @@ use tokio::task::JoinHandle;
 use crate::{EventStore, Position, ReadError, RecordedEvent};
 
 /// How many events a subscription reads per query while catching up. Each
-/// query has a fixed cost (about 1 ms on PostgreSQL here), so catch-up speed
-/// grows with the page: 1,000 gave 0.42 of a plain streaming SELECT, 5,000
-/// about 0.55 (`mdm bench store --page-size`).
-pub const SUBSCRIPTION_PAGE: usize = 5_000;
+/// query has a cost beyond its rows, so catch-up speed grows with the page:
+/// on PostgreSQL here 1,000 gave 0.42 of a plain streaming SELECT, 5,000
+/// about 0.6, 10,000 about 0.7 and 20,000 about 0.78
+/// (`mdm bench store --page-size`, docs/bench/store.md). A full page is
+/// about 6 MB of 600-byte events, bounded by the channel below.
+pub const SUBSCRIPTION_PAGE: usize = 10_000;
 
 /// A running subscription to the global log. It yields events in log order;
 /// after an error it yields nothing more (resubscribe from the last position
