@@ -114,8 +114,9 @@ where
                 tokio::select! {
                     changed = woken.changed() => {
                         if changed.is_err() {
-                            // The store was dropped: keep polling, other
-                            // processes may still append.
+                            // No local signal any more (the reader holds a
+                            // clone of the store, so this should not happen):
+                            // fall back to polling rather than spinning.
                             tokio::time::sleep(poll).await;
                         }
                     }
