@@ -8,8 +8,12 @@
 //! Code map:
 //! - `metadata`: the metadata every event carries (who, when, why, which
 //!   schema version) and deterministic event ids for idempotent appends.
+//! - `source`: source definitions (the serde types of each system's mapping
+//!   and their validation) and `map_record`, which maps one source record to
+//!   canonical attributes.
 //!
 //! Matching (normalize, block, compare, score, decide) and survivorship will
 //! live here too; see ARCHITECTURE.md for the plan.
 
 pub mod metadata;
+pub mod source;
