@@ -49,6 +49,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub event_store: EventStoreConfig,
     pub listen: SocketAddr,
+    /// The TOML file declaring the source systems (`[[sources]]` tables);
+    /// none means no source system is configured yet.
+    pub sources_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -64,6 +67,7 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     data_dir: Option<PathBuf>,
+    sources_file: Option<PathBuf>,
     #[serde(default)]
     event_store: FileEventStore,
     #[serde(default)]
@@ -88,7 +92,7 @@ impl Config {
     /// Builds the configuration from the file's text (if any) and the
     /// environment. Environment variables: `MDM_DATA_DIR`,
     /// `MDM_EVENT_STORE_URL`, `MDM_POSTGRES_SCHEMA`, `MDM_SQLITE_FSYNC`,
-    /// `MDM_HTTP_LISTEN`.
+    /// `MDM_HTTP_LISTEN`, `MDM_SOURCES_FILE`.
     pub fn from_sources(file: Option<&str>, env: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
         let file: FileConfig = match file {
             Some(text) => toml::from_str(text).map_err(|e| ConfigError::File(e.message().to_owned()))?,
@@ -124,10 +128,12 @@ impl Config {
             key: "http.listen / MDM_HTTP_LISTEN".into(),
             reason: "expected an address like 127.0.0.1:8080".into(),
         })?;
+        let sources_file = var("MDM_SOURCES_FILE").map(PathBuf::from).or(file.sources_file);
         Ok(Config {
             data_dir,
             event_store,
             listen,
+            sources_file,
         })
     }
 }
@@ -193,6 +199,16 @@ mod tests {
             }
         );
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.sources_file, None);
+    }
+
+    #[test]
+    fn the_sources_file_comes_from_the_file_or_the_environment() {
+        let file = "sources_file = \"/etc/mdm/sources.toml\"\n";
+        let c = Config::from_sources(Some(file), &env(&[])).expect("valid");
+        assert_eq!(c.sources_file, Some(PathBuf::from("/etc/mdm/sources.toml")));
+        let c = Config::from_sources(Some(file), &env(&[("MDM_SOURCES_FILE", "s.toml")])).expect("valid");
+        assert_eq!(c.sources_file, Some(PathBuf::from("s.toml")));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use mdm_domain::source::SourceDefinitions;
 use mdm_store::EventStore;
 use serde_json::json;
 
@@ -15,6 +16,8 @@ use serde_json::json;
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub store: Arc<dyn EventStore>,
+    /// The source systems from the sources file, validated at start-up.
+    pub sources: Arc<SourceDefinitions>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -29,6 +32,7 @@ async fn health(State(state): State<AppState>) -> Response {
             "status": "ok",
             "event_store": state.store.backend(),
             "log_head": head.0,
+            "source_systems": state.sources.len(),
         }))
         .into_response(),
         Err(error) => {

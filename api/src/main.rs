@@ -70,6 +70,14 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Definitions first: a bad one must stop start-up before anything opens.
+    let sources = match &config.sources_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            mdm_api::sources::parse_sources(&text).with_context(|| format!("in {}", path.display()))?
+        }
+        None => Default::default(),
+    };
     let store = open_event_store(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -77,9 +85,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(
         address = %listener.local_addr()?,
         event_store = store.backend(),
+        source_systems = sources.len(),
         "mdm is serving"
     );
-    let app = router(AppState { store: store.clone() });
+    let app = router(AppState {
+        store: store.clone(),
+        sources: std::sync::Arc::new(sources),
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await

@@ -147,6 +147,50 @@ async fn a_second_service_on_the_same_data_folder_refuses_to_start() {
     assert!(terminate(&mut first).success());
 }
 
+/// The README's sources example runs as is, and a bad definition stops the
+/// service before it serves, naming the system and the field.
+#[tokio::test]
+async fn serve_loads_the_sources_file_and_refuses_a_bad_definition() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/sources.example.toml");
+    let (mut child, addr) = start(dir.path(), &[("MDM_SOURCES_FILE", example)]);
+    let body: serde_json::Value = reqwest::get(format!("http://{addr}/health"))
+        .await
+        .expect("health answers")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(body["source_systems"], 7);
+    assert!(terminate(&mut child).success());
+
+    let dir = tempfile::tempdir().expect("a fresh folder for the refused start");
+    let bad = dir.path().join("sources.toml");
+    std::fs::write(
+        &bad,
+        "[[sources]]\nsystem = \"finance\"\ntrust_rank = 80\nformat = \"csv\"\nid = \"ACCOUNT_ID\"\n\
+         name = { given = \"FIRST\" }\ndate_of_birth = { path = \"DOB\", formats = [] }\n",
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_mdm"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("MDM_HTTP_LISTEN", "127.0.0.1:0")
+        .env("MDM_SOURCES_FILE", &bad)
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("finance") && stderr.contains("date_of_birth"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("mdm-data").exists(),
+        "nothing was opened before the check"
+    );
+}
+
 #[tokio::test]
 async fn an_invalid_setting_stops_start_up_with_its_name() {
     let dir = tempfile::tempdir().expect("temp dir");

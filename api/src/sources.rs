@@ -1,0 +1,116 @@
+//! Loading the source-system definitions from their TOML file.
+//!
+//! Each `[[sources]]` table is read on its own, so a key the definition does
+//! not know, or a value of the wrong type, is reported with the system it
+//! belongs to; then the whole set is validated by the domain
+//! (`SourceDefinitions::new`), whose errors also name the system and field.
+
+use mdm_domain::source::{SourceDefinition, SourceDefinitions};
+use serde::Deserialize;
+
+/// Why a sources file was refused. Every message names where to look.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SourcesError {
+    #[error("sources file: {0}")]
+    Syntax(String),
+    #[error("sources file: source `{system}`: {reason}")]
+    Definition { system: String, reason: String },
+    #[error("sources file:\n{0}")]
+    Invalid(String),
+}
+
+/// Parses and validates a sources file.
+pub fn parse_sources(text: &str) -> Result<SourceDefinitions, SourcesError> {
+    let mut doc: toml::Table = toml::from_str(text).map_err(|e| SourcesError::Syntax(e.message().to_owned()))?;
+    if let Some(key) = doc.keys().find(|k| k.as_str() != "sources") {
+        return Err(SourcesError::Syntax(format!(
+            "unknown top-level key `{key}`: only [[sources]] tables belong here"
+        )));
+    }
+    let tables = match doc.remove("sources") {
+        None => Vec::new(),
+        Some(toml::Value::Array(items)) => items,
+        Some(_) => return Err(SourcesError::Syntax("`sources` must be [[sources]] tables".into())),
+    };
+    let mut definitions = Vec::with_capacity(tables.len());
+    for (index, table) in tables.into_iter().enumerate() {
+        // Name the source by its system when it has one, else by its place.
+        let system = table
+            .get("system")
+            .and_then(toml::Value::as_str)
+            .map_or_else(|| format!("#{}", index + 1), str::to_owned);
+        let definition = SourceDefinition::deserialize(table).map_err(|e| SourcesError::Definition {
+            system,
+            reason: e.message().to_owned(),
+        })?;
+        definitions.push(definition);
+    }
+    SourceDefinitions::new(definitions).map_err(|e| SourcesError::Invalid(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_file_defines_the_seven_systems_of_the_brief() {
+        let sources = parse_sources(include_str!("../../config/sources.example.toml")).expect("example is valid");
+        let systems: Vec<&str> = sources.iter().map(|s| s.system.as_str()).collect();
+        assert_eq!(
+            systems,
+            [
+                "web_signup",
+                "dealer_a",
+                "dealer_b",
+                "finance",
+                "loyalty",
+                "shop_cdc",
+                "warranty_api"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_empty_file_defines_no_sources() {
+        assert!(parse_sources("").expect("valid").is_empty());
+    }
+
+    /// Each bad file and what its message must name.
+    #[test]
+    fn bad_definitions_are_refused_naming_the_system_and_the_field() {
+        let base = "[[sources]]\nsystem = \"crm\"\ntrust_rank = 1\nformat = \"json\"\nid = \"id\"\n";
+        let cases: [(String, &[&str]); 7] = [
+            (
+                format!("{base}name = {{ given = \"first\" }}\ncolour = \"blue\"\n"),
+                &["crm", "colour"],
+            ),
+            (
+                format!("{base}name = {{ given = \"first\" }}\ntrust_rank = 2\n"),
+                &["duplicate key"],
+            ),
+            (format!("{base}name = {{ given = \"a..b\" }}\n"), &["crm", "name.given"]),
+            (
+                format!("{base}name = {{ given = \"f\" }}\ndate_of_birth = {{ path = \"dob\", formats = [\"%Q\"] }}\n"),
+                &["crm", "date_of_birth"],
+            ),
+            (format!("{base}\n"), &["crm", "name"]),
+            (
+                format!("{base}name = {{ given = \"f\" }}\n{}name = {{ given = \"f\" }}\n", base),
+                &["crm", "system"],
+            ),
+            ("[[sources]]\ntrust_rank = \"high\"\n".to_owned(), &["#1"]),
+        ];
+        for (text, wanted) in cases {
+            let message = parse_sources(&text).expect_err("refused").to_string();
+            for w in wanted {
+                assert!(message.contains(w), "`{w}` missing from: {message}\nfor:\n{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_stray_top_level_key_is_refused() {
+        let e = parse_sources("version = 1\n").expect_err("refused");
+        assert!(e.to_string().contains("version"));
+    }
+}
