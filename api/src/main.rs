@@ -24,10 +24,25 @@ struct Cli {
 enum Command {
     /// Runs the service (embedded SQLite under ./mdm-data when nothing is configured).
     Serve,
+    /// Source-system definitions.
+    Sources {
+        #[command(subcommand)]
+        what: SourcesCommand,
+    },
     /// Measures the product and prints one JSON line per figure.
     Bench {
         #[command(subcommand)]
         what: BenchCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SourcesCommand {
+    /// Validates a sources file the way `mdm serve` does at start-up, and
+    /// lists its systems.
+    Check {
+        /// The TOML file of `[[sources]]` tables.
+        file: PathBuf,
     },
 }
 
@@ -54,6 +69,9 @@ fn main() -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => serve(load_config(cli.config.as_deref())?).await,
+        Command::Sources {
+            what: SourcesCommand::Check { file },
+        } => check_sources(&file),
         Command::Bench {
             what: BenchCommand::Store(args),
         } => mdm_store::bench::run_store_bench(args).await,
@@ -69,13 +87,31 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
     Config::from_sources(text.as_deref(), &env).context("invalid configuration")
 }
 
+fn read_sources(path: &std::path::Path) -> anyhow::Result<mdm_domain::source::SourceDefinitions> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    mdm_api::sources::parse_sources(&text).with_context(|| format!("in {}", path.display()))
+}
+
+/// Prints one line per system: name, format and trust rank.
+#[allow(clippy::print_stdout)]
+fn check_sources(path: &std::path::Path) -> anyhow::Result<()> {
+    let sources = read_sources(path)?;
+    for source in sources.iter() {
+        println!(
+            "{}\t{}\ttrust {}",
+            source.system,
+            source.format.as_str(),
+            source.trust_rank
+        );
+    }
+    println!("{} source systems, all valid", sources.len());
+    Ok(())
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
     // Definitions first: a bad one must stop start-up before anything opens.
     let sources = match &config.sources_file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            mdm_api::sources::parse_sources(&text).with_context(|| format!("in {}", path.display()))?
-        }
+        Some(path) => read_sources(path)?,
         None => Default::default(),
     };
     let store = open_event_store(&config).await?;

@@ -191,6 +191,35 @@ async fn serve_loads_the_sources_file_and_refuses_a_bad_definition() {
     );
 }
 
+#[test]
+fn sources_check_lists_a_valid_file_and_names_what_is_wrong_in_a_bad_one() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/sources.example.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_mdm"))
+        .args(["sources", "check", example])
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("dealer_b\tjson\ttrust 40"), "{stdout}");
+    assert!(stdout.contains("7 source systems, all valid"), "{stdout}");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bad = dir.path().join("sources.toml");
+    std::fs::write(
+        &bad,
+        "[[sources]]\nsystem = \"loyalty\"\ntrust_rank = 1\nformat = \"csv\"\nid = \"a.b\"\nname = { given = \"x\" }\n",
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_mdm"))
+        .args(["sources", "check"])
+        .arg(&bad)
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("loyalty") && stderr.contains("id"), "{stderr}");
+}
+
 #[tokio::test]
 async fn an_invalid_setting_stops_start_up_with_its_name() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -32,6 +32,18 @@ pub enum InputFormat {
     RestPull,
 }
 
+impl InputFormat {
+    /// The name used in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InputFormat::Json => "json",
+            InputFormat::Csv => "csv",
+            InputFormat::Debezium => "debezium",
+            InputFormat::RestPull => "rest_pull",
+        }
+    }
+}
+
 /// One source system as declared in configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
