@@ -40,6 +40,31 @@ fn start(dir: &std::path::Path, extra_env: &[(&str, &str)]) -> (Child, String) {
     (child, addr)
 }
 
+/// `GET /health`, which must answer 200 with JSON.
+async fn health(addr: &str) -> serde_json::Value {
+    let response = reqwest::get(format!("http://{addr}/health"))
+        .await
+        .expect("health answers");
+    assert_eq!(response.status(), 200);
+    response.json().await.expect("json")
+}
+
+/// Runs `mdm serve` in `dir` with only `env`, expects it to refuse to start,
+/// and returns what it printed on stderr.
+fn refused_start(dir: &std::path::Path, env: &[(&str, &std::ffi::OsStr)]) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mdm"));
+    cmd.arg("serve")
+        .current_dir(dir)
+        .env_clear()
+        .env("MDM_HTTP_LISTEN", "127.0.0.1:0");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("runs");
+    assert!(!out.status.success(), "mdm started although it should not");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn terminate(child: &mut Child) -> std::process::ExitStatus {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -61,11 +86,7 @@ async fn serve_with_no_configuration_runs_embedded_and_answers_health() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (mut child, addr) = start(dir.path(), &[]);
 
-    let response = reqwest::get(format!("http://{addr}/health"))
-        .await
-        .expect("health answers");
-    assert_eq!(response.status(), 200);
-    let body: serde_json::Value = response.json().await.expect("json");
+    let body = health(&addr).await;
     assert_eq!(body["status"], "ok");
     assert_eq!(body["event_store"], "sqlite");
     assert!(
@@ -101,12 +122,7 @@ async fn serve_runs_on_postgresql_when_configured() {
 
     let dir = tempfile::tempdir().expect("temp dir");
     let (mut child, addr) = start(dir.path(), &[("MDM_EVENT_STORE_URL", &url)]);
-    let body: serde_json::Value = reqwest::get(format!("http://{addr}/health"))
-        .await
-        .expect("health answers")
-        .json()
-        .await
-        .expect("json");
+    let body = health(&addr).await;
     assert_eq!(body["status"], "ok");
     assert_eq!(body["event_store"], "postgres");
     assert!(!dir.path().join("mdm-data").exists(), "nothing embedded was created");
@@ -134,15 +150,7 @@ async fn serve_runs_on_postgresql_when_configured() {
 async fn a_second_service_on_the_same_data_folder_refuses_to_start() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (mut first, _) = start(dir.path(), &[]);
-    let second = Command::new(env!("CARGO_BIN_EXE_mdm"))
-        .arg("serve")
-        .current_dir(dir.path())
-        .env_clear()
-        .env("MDM_HTTP_LISTEN", "127.0.0.1:0")
-        .output()
-        .expect("runs");
-    assert!(!second.status.success());
-    let stderr = String::from_utf8_lossy(&second.stderr);
+    let stderr = refused_start(dir.path(), &[]);
     assert!(stderr.contains("another process"), "{stderr}");
     assert!(terminate(&mut first).success());
 }
@@ -154,12 +162,7 @@ async fn serve_loads_the_sources_file_and_refuses_a_bad_definition() {
     let dir = tempfile::tempdir().expect("temp dir");
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/sources.example.toml");
     let (mut child, addr) = start(dir.path(), &[("MDM_SOURCES_FILE", example)]);
-    let body: serde_json::Value = reqwest::get(format!("http://{addr}/health"))
-        .await
-        .expect("health answers")
-        .json()
-        .await
-        .expect("json");
+    let body = health(&addr).await;
     assert_eq!(body["source_systems"], 7);
     assert!(terminate(&mut child).success());
 
@@ -171,16 +174,7 @@ async fn serve_loads_the_sources_file_and_refuses_a_bad_definition() {
          name = { given = \"FIRST\" }\ndate_of_birth = { path = \"DOB\", formats = [] }\n",
     )
     .expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_mdm"))
-        .arg("serve")
-        .current_dir(dir.path())
-        .env_clear()
-        .env("MDM_HTTP_LISTEN", "127.0.0.1:0")
-        .env("MDM_SOURCES_FILE", &bad)
-        .output()
-        .expect("runs");
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused_start(dir.path(), &[("MDM_SOURCES_FILE", bad.as_os_str())]);
     assert!(
         stderr.contains("finance") && stderr.contains("date_of_birth"),
         "{stderr}"
@@ -223,15 +217,13 @@ fn sources_check_lists_a_valid_file_and_names_what_is_wrong_in_a_bad_one() {
 #[tokio::test]
 async fn an_invalid_setting_stops_start_up_with_its_name() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let out = Command::new(env!("CARGO_BIN_EXE_mdm"))
-        .arg("serve")
-        .current_dir(dir.path())
-        .env_clear()
-        .env("MDM_EVENT_STORE_URL", "mysql://root:hunter2@db/mdm")
-        .output()
-        .expect("runs");
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused_start(
+        dir.path(),
+        &[(
+            "MDM_EVENT_STORE_URL",
+            std::ffi::OsStr::new("mysql://root:hunter2@db/mdm"),
+        )],
+    );
     assert!(stderr.contains("MDM_EVENT_STORE_URL"), "{stderr}");
     assert!(!stderr.contains("hunter2"), "a secret reached the output: {stderr}");
 }
