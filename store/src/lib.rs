@@ -35,6 +35,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use uuid::Uuid;
 
 pub mod bench;
+pub mod keys;
 #[cfg(feature = "kurrentdb")]
 pub mod kurrent;
 pub mod postgres;
@@ -316,6 +317,21 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     /// strictly after `after`, in log order. An empty page means the reader
     /// has caught up with what is durably visible now.
     async fn read_all(&self, after: Position, max_count: usize) -> Result<Vec<RecordedEvent>, ReadError>;
+
+    /// The last event of each of `streams` (`None` for a stream that does
+    /// not exist), in the order given. Ingestion asks this for a whole batch
+    /// of records at once, to tell new, changed and unchanged records apart;
+    /// adapters answer it in one query. The default reads stream by stream.
+    async fn read_last_events(&self, streams: &[String]) -> Result<Vec<Option<RecordedEvent>>, ReadError> {
+        let mut last = Vec::with_capacity(streams.len());
+        for stream in streams {
+            let mut page = self
+                .read_stream(stream, StreamStart::Edge, Direction::Backwards, 1)
+                .await?;
+            last.push(page.pop());
+        }
+        Ok(last)
+    }
 
     /// The position of the last event a reader can see now (`START` when the
     /// log is empty). Used to report how far behind a subscriber is.

@@ -337,6 +337,27 @@ impl EventStore for PostgresEventStore {
         Ok(events)
     }
 
+    async fn read_last_events(&self, streams: &[String]) -> Result<Vec<Option<RecordedEvent>>, ReadError> {
+        // One round trip for the batch: an index descent per stream, like
+        // read_stream backwards (no horizon: a writer must see its own appends).
+        let rows = sqlx::query(
+            "SELECT e.position, e.id, e.stream, e.version, e.type, e.data, e.metadata, e.recorded_at \
+             FROM unnest($1::text[]) WITH ORDINALITY AS s(stream, i) \
+             CROSS JOIN LATERAL (SELECT * FROM event WHERE event.stream = s.stream \
+                                 ORDER BY version DESC LIMIT 1) e",
+        )
+        .bind(streams)
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(read_err)?;
+        let mut found = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let event = decode_row(row)?;
+            found.insert(event.stream.clone(), event);
+        }
+        Ok(streams.iter().map(|s| found.get(s).cloned()).collect())
+    }
+
     async fn head(&self) -> Result<Position, ReadError> {
         let sql = format!("SELECT coalesce(max(position), 0) FROM event WHERE position < {HORIZON}");
         let head: i64 = sqlx::query_scalar(&sql)

@@ -171,6 +171,29 @@ pub async fn streams_read_backwards_from_any_version_and_missing_streams_read_em
     assert!(missing.is_empty());
 }
 
+pub async fn the_last_events_of_many_streams_come_back_in_the_order_asked(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let a = unique_stream("source");
+    let b = unique_stream("source");
+    let missing = unique_stream("nobody");
+    store
+        .append(&a, ExpectedVersion::NoStream, events(3))
+        .await
+        .expect("append a");
+    store
+        .append(&b, ExpectedVersion::NoStream, events(1))
+        .await
+        .expect("append b");
+    let asked = [b.clone(), missing.clone(), a.clone(), b.clone()];
+    let last = store.read_last_events(&asked).await.expect("read last events");
+    let seen: Vec<Option<(String, u64)>> = last
+        .iter()
+        .map(|e| e.as_ref().map(|e| (e.stream.clone(), e.version)))
+        .collect();
+    assert_eq!(seen, [Some((b.clone(), 0)), None, Some((a.clone(), 2)), Some((b, 0))]);
+    assert!(store.read_last_events(&[]).await.expect("empty batch").is_empty());
+}
+
 pub async fn expected_versions_are_enforced_and_conflicts_report_the_actual_version(backend: &dyn Backend) {
     let store = backend.open().await;
     let stream = unique_stream("customer");
@@ -688,6 +711,7 @@ macro_rules! event_store_contract {
         $crate::event_store_contract!(@tests $backend;
             append_and_read_back,
             streams_read_backwards_from_any_version_and_missing_streams_read_empty,
+            the_last_events_of_many_streams_come_back_in_the_order_asked,
             expected_versions_are_enforced_and_conflicts_report_the_actual_version,
             eight_concurrent_writers_on_one_stream_win_exactly_once_per_version,
             retrying_an_append_with_the_same_ids_stores_nothing_twice,
