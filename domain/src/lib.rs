@@ -11,9 +11,13 @@
 //! - `source`: source definitions (the serde types of each system's mapping
 //!   and their validation) and `map_record`, which maps one source record to
 //!   canonical attributes.
+//! - `source_record`: the source-record events (captured, changed,
+//!   retracted), their sealed personal content and the pure decision whether
+//!   an incoming record changes anything.
 //!
 //! Matching (normalize, block, compare, score, decide) and survivorship will
 //! live here too; see ARCHITECTURE.md for the plan.
 
 pub mod metadata;
 pub mod source;
+pub mod source_record;

@@ -36,6 +36,11 @@ pub struct EventMetadata {
     pub causation_id: Option<Uuid>,
     /// Version of the event payload's schema, for upcasting.
     pub schema_version: u32,
+    /// The data key that seals the event's personal data, when it has any.
+    /// Only the key's id: the key itself lives in the key store, and once it
+    /// is destroyed the sealed part of the event reads as erased.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<Uuid>,
 }
 
 /// The namespace of every deterministic event id of this product.
@@ -85,6 +90,7 @@ mod tests {
             correlation_id: Uuid::from_u128(1),
             causation_id: None,
             schema_version: 1,
+            key_id: None,
         };
         let json = serde_json::to_string(&m).expect("serializes");
         assert_eq!(

@@ -13,6 +13,7 @@ use super::name::NameForm;
 use super::path::{PathError, SourcePath};
 use serde::Deserialize;
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 /// How records of a source arrive. Mapping is the same for all of them; the
 /// format tells ingestion how to read the records and what a path means:
@@ -69,7 +70,90 @@ pub struct SourceDefinition {
     /// Values kept as they are, under their path, and never matched.
     #[serde(default)]
     pub extras: Vec<SourcePath>,
+    /// Where and how fast to ask a `rest_pull` source; required for that
+    /// format and refused for the others.
+    #[serde(default)]
+    pub pull: Option<PullDefinition>,
 }
+
+/// How a `rest_pull` source is asked, one customer per request:
+///
+/// ```toml
+/// pull = { by_id = "http://warranty.internal/api/customers/{id}", by_email = "http://warranty.internal/api/customers?email={email}", requests_per_second = 5.0, max_attempts = 5, timeout_ms = 5000 }
+/// ```
+///
+/// At least one of `by_id` (holding `{id}`) and `by_email` (holding
+/// `{email}`); the key is URL-encoded into the placeholder.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PullDefinition {
+    /// URL template of the lookup by the customer's id in the source.
+    pub by_id: Option<String>,
+    /// URL template of the lookup by e-mail address.
+    pub by_email: Option<String>,
+    /// At most this many requests start per second (retries included).
+    #[serde(default = "PullDefinition::default_requests_per_second")]
+    pub requests_per_second: f64,
+    /// Attempts per key in all, the first included (1 to 20).
+    #[serde(default = "PullDefinition::default_max_attempts")]
+    pub max_attempts: u32,
+    /// How long one attempt may take, answer body included.
+    #[serde(default = "PullDefinition::default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl PullDefinition {
+    pub const DEFAULT_REQUESTS_PER_SECOND: f64 = 5.0;
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+    pub const DEFAULT_TIMEOUT_MS: u64 = 5000;
+    /// The most attempts per key a definition may ask for.
+    pub const MAX_ATTEMPTS_LIMIT: u32 = 20;
+    /// The placeholder of `by_id`.
+    pub const ID_PLACEHOLDER: &'static str = "{id}";
+    /// The placeholder of `by_email`.
+    pub const EMAIL_PLACEHOLDER: &'static str = "{email}";
+
+    fn default_requests_per_second() -> f64 {
+        Self::DEFAULT_REQUESTS_PER_SECOND
+    }
+
+    fn default_max_attempts() -> u32 {
+        Self::DEFAULT_MAX_ATTEMPTS
+    }
+
+    fn default_timeout_ms() -> u64 {
+        Self::DEFAULT_TIMEOUT_MS
+    }
+
+    /// The least time between two request starts (`1 / requests_per_second`);
+    /// `None` when `requests_per_second` is not valid.
+    pub fn interval(&self) -> Option<Duration> {
+        if self.requests_per_second.is_finite() && self.requests_per_second > 0.0 {
+            Duration::try_from_secs_f64(1.0 / self.requests_per_second).ok()
+        } else {
+            None
+        }
+    }
+
+    /// The time limit of one attempt.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// Compares `requests_per_second` bit for bit, so equality is an
+/// equivalence (`Eq`) even for a NaN that validation would refuse.
+impl PartialEq for PullDefinition {
+    fn eq(&self, other: &Self) -> bool {
+        self.by_id == other.by_id
+            && self.by_email == other.by_email
+            && self.requests_per_second.to_bits() == other.requests_per_second.to_bits()
+            && self.max_attempts == other.max_attempts
+            && self.timeout_ms == other.timeout_ms
+    }
+}
+
+impl Eq for PullDefinition {}
 
 /// Where the name parts are. A part comes either from its own path or from
 /// parsing the full name, never both.
@@ -154,6 +238,26 @@ pub enum DefinitionProblem {
     EmptyPhoneKind,
     #[error("the same path is listed twice")]
     DuplicateExtra,
+    #[error(
+        "a `rest_pull` source needs a `pull` table with the URL to ask by id (`by_id`) and/or by e-mail (`by_email`)"
+    )]
+    PullMissing,
+    #[error("only a `rest_pull` source is pulled; remove `pull` or set `format = \"rest_pull\"`")]
+    PullNotAllowed,
+    #[error("neither `by_id` nor `by_email` is given: map at least one lookup URL")]
+    PullNoLookup,
+    #[error("the URL must start with http:// or https:// and name a host")]
+    PullUrlNotHttp,
+    #[error("the URL holds a space or a control character")]
+    PullUrlSpace,
+    #[error("the URL must hold `{0}` after its host: that is where the key is put")]
+    PullUrlPlaceholder(&'static str),
+    #[error("must be a number above 0")]
+    PullRequestsPerSecond,
+    #[error("must be between 1 and 20")]
+    PullMaxAttempts,
+    #[error("must be above 0")]
+    PullTimeout,
 }
 
 /// A field of a definition that is wrong: which system, which configuration
@@ -233,6 +337,7 @@ impl SourceDefinition {
         if let Some(dob) = &self.date_of_birth {
             check.date_of_birth(dob);
         }
+        check.pull();
         let mut seen = BTreeSet::new();
         for (i, path) in self.extras.iter().enumerate() {
             let field = format!("extras[{i}]");
@@ -341,6 +446,43 @@ impl Checker<'_> {
         }
     }
 
+    fn pull(&mut self) {
+        let pull = match (&self.def.pull, self.def.format) {
+            (None, InputFormat::RestPull) => return self.fail("pull".into(), DefinitionProblem::PullMissing),
+            (None, _) => return,
+            (Some(_), format) if format != InputFormat::RestPull => {
+                return self.fail("pull".into(), DefinitionProblem::PullNotAllowed)
+            }
+            (Some(pull), _) => pull,
+        };
+        if pull.by_id.is_none() && pull.by_email.is_none() {
+            self.fail("pull".into(), DefinitionProblem::PullNoLookup);
+        }
+        let urls = [
+            ("pull.by_id", &pull.by_id, PullDefinition::ID_PLACEHOLDER),
+            ("pull.by_email", &pull.by_email, PullDefinition::EMAIL_PLACEHOLDER),
+        ];
+        for (field, url, placeholder) in urls {
+            if let Some(url) = url {
+                if let Some(problem) = url_problem(url, placeholder) {
+                    self.fail(field.into(), problem);
+                }
+            }
+        }
+        if pull.interval().is_none() {
+            self.fail(
+                "pull.requests_per_second".into(),
+                DefinitionProblem::PullRequestsPerSecond,
+            );
+        }
+        if !(1..=PullDefinition::MAX_ATTEMPTS_LIMIT).contains(&pull.max_attempts) {
+            self.fail("pull.max_attempts".into(), DefinitionProblem::PullMaxAttempts);
+        }
+        if pull.timeout_ms == 0 {
+            self.fail("pull.timeout_ms".into(), DefinitionProblem::PullTimeout);
+        }
+    }
+
     fn date_of_birth(&mut self, dob: &DateMapping) {
         self.single("date_of_birth.path", &dob.path);
         if dob.formats.is_empty() {
@@ -352,6 +494,30 @@ impl Checker<'_> {
             }
         }
     }
+}
+
+/// What is wrong with a lookup URL template, if anything.
+fn url_problem(url: &str, placeholder: &'static str) -> Option<DefinitionProblem> {
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some(DefinitionProblem::PullUrlSpace);
+    }
+    let lower = url.to_ascii_lowercase();
+    let Some(rest) = ["http://", "https://"]
+        .iter()
+        .find_map(|scheme| lower.starts_with(scheme).then(|| &url[scheme.len()..]))
+    else {
+        return Some(DefinitionProblem::PullUrlNotHttp);
+    };
+    // The authority ends at the first `/`, `?` or `#`; a key placed in it
+    // would choose the host that is asked.
+    let (authority, after) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    if authority.is_empty() || authority.starts_with(':') || authority.ends_with('@') {
+        return Some(DefinitionProblem::PullUrlNotHttp);
+    }
+    if !after.contains(placeholder) || authority.contains('{') {
+        return Some(DefinitionProblem::PullUrlPlaceholder(placeholder));
+    }
+    None
 }
 
 /// A validated set of source definitions, one per system. Deserializing it
@@ -555,6 +721,71 @@ mod tests {
                     name_error("extras[1]", "one header name"),
                 ],
             ),
+            (
+                json!({"format": "rest_pull"}),
+                vec![name_error("pull", "needs a `pull` table")],
+            ),
+            (
+                json!({"pull": {"by_id": "http://h/c/{id}"}}),
+                vec![name_error("pull", "only a `rest_pull` source is pulled")],
+            ),
+            (
+                json!({"format": "csv", "pull": {"by_id": "http://h/c/{id}"}}),
+                vec![name_error("pull", "only a `rest_pull` source is pulled")],
+            ),
+            (
+                json!({"format": "rest_pull", "pull": {}}),
+                vec![name_error("pull", "neither `by_id` nor `by_email`")],
+            ),
+            (
+                json!({"format": "rest_pull", "pull": {"by_id": "ftp://h/c/{id}", "by_email": "h/c?email={email}"}}),
+                vec![
+                    name_error("pull.by_id", "http:// or https://"),
+                    name_error("pull.by_email", "http:// or https://"),
+                ],
+            ),
+            (
+                json!({"format": "rest_pull", "pull": {"by_id": "http:///c/{id}", "by_email": "https://"}}),
+                vec![
+                    name_error("pull.by_id", "name a host"),
+                    name_error("pull.by_email", "name a host"),
+                ],
+            ),
+            (
+                json!({"format": "rest_pull", "pull": {"by_id": "http://h/c/{email}", "by_email": "http://h/c?email={id}"}}),
+                vec![
+                    name_error("pull.by_id", "must hold `{id}`"),
+                    name_error("pull.by_email", "must hold `{email}`"),
+                ],
+            ),
+            (
+                json!({"format": "rest_pull", "pull": {"by_id": "http://{id}.h/c", "by_email": "http://h/c?email= {email}"}}),
+                vec![
+                    name_error("pull.by_id", "after its host"),
+                    name_error("pull.by_email", "a space"),
+                ],
+            ),
+            (
+                json!({"format": "rest_pull", "pull": {"by_id": "http://h/c/{id}", "requests_per_second": 0,
+                                                       "max_attempts": 0, "timeout_ms": 0}}),
+                vec![
+                    name_error("pull.requests_per_second", "above 0"),
+                    name_error("pull.max_attempts", "between 1 and 20"),
+                    name_error("pull.timeout_ms", "above 0"),
+                ],
+            ),
+            (
+                json!({"format": "rest_pull", "pull": {"by_email": "HTTPS://h/c?email={email}", "requests_per_second": -1.5,
+                                                       "max_attempts": 21}}),
+                vec![
+                    name_error("pull.requests_per_second", "above 0"),
+                    name_error("pull.max_attempts", "between 1 and 20"),
+                ],
+            ),
+            (
+                json!({"format": "rest_pull", "pull": {"by_id": "http://h/c/{id}", "requests_per_second": 1e-300}}),
+                vec![name_error("pull.requests_per_second", "above 0")],
+            ),
         ];
         for (changes, expected) in cases {
             let def = with(changes.clone());
@@ -582,6 +813,39 @@ mod tests {
             json!({"name": {"given": "first", "family": "last", "full": {"path": "display", "form": "as_given"}}}),
         );
         assert_eq!(def.validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_pull_table_takes_defaults_and_one_lookup_is_enough() {
+        let def = with(json!({"format": "rest_pull", "pull": {"by_email": "https://h:8443/c?email={email}&v=2"}}));
+        assert_eq!(def.validate(), Ok(()));
+        let pull = def.pull.unwrap();
+        assert_eq!(pull.by_id, None);
+        assert_eq!(pull.requests_per_second, 5.0);
+        assert_eq!(pull.max_attempts, 5);
+        assert_eq!(pull.timeout_ms, 5000);
+        assert_eq!(pull.interval(), Some(std::time::Duration::from_millis(200)));
+        assert_eq!(pull.timeout(), std::time::Duration::from_secs(5));
+
+        let def = with(json!({"format": "rest_pull", "pull": {
+            "by_id": "http://warranty.internal/api/customers/{id}",
+            "by_email": "http://warranty.internal/api/customers?email={email}",
+            "requests_per_second": 20, "max_attempts": 20, "timeout_ms": 250
+        }}));
+        assert_eq!(def.validate(), Ok(()));
+        let pull = def.pull.as_ref().unwrap();
+        assert_eq!(pull.interval(), Some(std::time::Duration::from_millis(50)));
+        assert_eq!(def.clone(), def);
+    }
+
+    #[test]
+    fn pull_errors_do_not_print_the_url() {
+        let def = with(json!({"format": "rest_pull", "pull": {"by_id": "http://user:s3cret@h/c/{email}"}}));
+        let message = def.validate().unwrap_err().to_string();
+        assert_eq!(
+            message,
+            "source `web`, field `pull.by_id`: the URL must hold `{id}` after its host: that is where the key is put"
+        );
     }
 
     #[test]
@@ -637,6 +901,10 @@ mod tests {
             json!({"date_of_birth": {"path": "dob", "format": "%Y"}}),
             json!({"trust_rank": -1}),
             json!({"id": null}),
+            json!({"pull": {"by_id": "http://h/{id}", "rate": 5}}),
+            json!({"pull": {"by_id": "http://h/{id}", "max_attempts": -1}}),
+            json!({"pull": {"by_id": "http://h/{id}", "timeout_ms": 1.5}}),
+            json!({"pull": "http://h/{id}"}),
         ];
         for changes in cases {
             let mut def = base();

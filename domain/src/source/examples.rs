@@ -93,7 +93,10 @@ fn definitions() -> SourceDefinitions {
             "addresses": [{"line1": "data.addresses[0].lines[0]", "line2": "data.addresses[0].lines[1]",
                            "city": "data.addresses[0].locality", "region": "data.addresses[0].region",
                            "postcode": "data.addresses[0].postalCode", "country": "data.addresses[0].countryCode"}],
-            "date_of_birth": {"path": "data.person.birthDate", "formats": ["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d"]}
+            "date_of_birth": {"path": "data.person.birthDate", "formats": ["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d"]},
+            "pull": {"by_id": "http://warranty.internal/api/customers/{id}",
+                     "by_email": "http://warranty.internal/api/customers?email={email}",
+                     "requests_per_second": 5.0, "max_attempts": 5, "timeout_ms": 5000}
         }
     ]))
     .unwrap();

@@ -1,0 +1,817 @@
+//! Ingestion: turns records read from any input into source-record events,
+//! sealed per subject.
+//!
+//! For a batch of records of one system, [`Ingestor::ingest`]:
+//! 1. maps each record with the system's definition (a record that does not
+//!    map is rejected with the field at fault; the rest of the batch goes on);
+//! 2. names its stream with a keyed pseudonym of (system, source id);
+//! 3. fetches or creates the record's data key in the key store, in one call
+//!    for the whole batch (keys are durable before any event refers to them);
+//! 4. reads the last event of every stream that already has a key, in one
+//!    call, opens it and decides (pure, [`mdm_domain::source_record::decide`])
+//!    whether the record is new, changed, unchanged or retracted;
+//! 5. seals the personal content and appends one event per changed record,
+//!    each with the stream version it saw as the expected version.
+//!
+//! Retries are safe at every step: a key created by a crashed attempt is
+//! found again, and event ids are derived from the stream, its version and
+//! a keyed digest of the content, so an append retried after a timeout
+//! stores nothing twice. Two writers racing on one record conflict on the
+//! expected version; the loser re-reads and decides again.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use futures::stream::{self, StreamExt};
+use mdm_domain::metadata::{deterministic_event_id, Actor, EventMetadata};
+use mdm_domain::source::{map_record, InputFormat, SourceDefinition, SourceDefinitions};
+use mdm_domain::source_record::{
+    self, decide, Decision, Incoming, OrderKey, RecordState, RetractionContent, RetractionReason, SourceOrder,
+    SourceRecordContent, SourceRecordRetracted, SourceRecordVersion,
+};
+use mdm_store::keys::{DataKey, KeyStore, KeyStoreError, SubjectKey};
+use mdm_store::{AppendError, EventStore, ExpectedVersion, Json, NewEvent, Position, ReadError, RecordedEvent};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::input::{ChangeOp, InputItem, InputRecord};
+
+/// How many appends of one batch are in flight at once. The SQLite writer
+/// commits whatever is queued together, so this is also its group size.
+const APPENDS_IN_FLIGHT: usize = 2048;
+
+/// How often one record is decided again after losing a race.
+const MAX_ATTEMPTS: usize = 5;
+
+/// Who sends a batch, for the events' metadata.
+#[derive(Clone, Debug)]
+pub struct IngestContext {
+    pub actor: Actor,
+    /// The request or import run; every event of it carries this id.
+    pub correlation_id: Uuid,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// What happened to one record of a batch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RecordOutcome {
+    /// Where the record was in its input ("row 17", "line 5", "record 3").
+    pub locator: String,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    /// The record's pseudonymous stream, when the record mapped. Internal
+    /// (full-snapshot bookkeeping): never sent to clients.
+    #[serde(skip)]
+    pub stream: Option<String>,
+}
+
+/// The outcome of one record. Reasons name fields, never values.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// First version stored (or stored again after a retraction).
+    Captured { stream_version: u64 },
+    /// A new version stored: attributes or raw payload differ.
+    Changed { stream_version: u64 },
+    /// Same as the last version: nothing stored.
+    Unchanged,
+    /// A change-data-capture event at or before the change the record
+    /// already reflects (a re-delivery or replay): nothing stored.
+    Stale,
+    /// The record is marked as no longer held by its source.
+    Retracted { stream_version: u64 },
+    /// Nothing to do (a deletion of a record we never had or already
+    /// retracted, a change-data-capture tombstone).
+    Ignored { reason: String },
+    /// The record belongs to a person who was erased: nothing stored.
+    Erased,
+    /// The record could not be read or mapped: nothing stored.
+    Rejected {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        field: Option<String>,
+        reason: String,
+    },
+}
+
+impl Outcome {
+    /// Whether an event was appended for this record.
+    pub fn stored(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Captured { .. } | Outcome::Changed { .. } | Outcome::Retracted { .. }
+        )
+    }
+}
+
+/// Why a whole batch failed. Records already answered stay stored; a retry
+/// of the batch is safe and stores nothing twice.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("no source system is configured under that name")]
+    UnknownSystem,
+    #[error(transparent)]
+    Keys(#[from] KeyStoreError),
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+}
+
+/// Counts of outcomes, for progress lines and summaries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Tally {
+    pub captured: u64,
+    pub changed: u64,
+    pub unchanged: u64,
+    pub stale: u64,
+    pub retracted: u64,
+    pub ignored: u64,
+    pub erased: u64,
+    pub rejected: u64,
+}
+
+impl Tally {
+    pub fn add(&mut self, outcome: &Outcome) {
+        let slot = match outcome {
+            Outcome::Captured { .. } => &mut self.captured,
+            Outcome::Changed { .. } => &mut self.changed,
+            Outcome::Unchanged => &mut self.unchanged,
+            Outcome::Stale => &mut self.stale,
+            Outcome::Retracted { .. } => &mut self.retracted,
+            Outcome::Ignored { .. } => &mut self.ignored,
+            Outcome::Erased => &mut self.erased,
+            Outcome::Rejected { .. } => &mut self.rejected,
+        };
+        *slot += 1;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.captured
+            + self.changed
+            + self.unchanged
+            + self.stale
+            + self.retracted
+            + self.ignored
+            + self.erased
+            + self.rejected
+    }
+}
+
+/// Turns source records into sealed source-record events.
+#[derive(Clone, Debug)]
+pub struct Ingestor {
+    store: Arc<dyn EventStore>,
+    keys: Arc<dyn KeyStore>,
+    sources: Arc<SourceDefinitions>,
+}
+
+/// A record that mapped, on its way to the log.
+struct Pending {
+    index: usize,
+    stream: String,
+    op: ChangeOp,
+    item: InputItem,
+    source_id: String,
+    attributes: mdm_domain::source::CanonicalAttributes,
+    /// The change's position in the source's change log, if it has one.
+    order: Option<SourceOrder>,
+    /// The record's key (`None`: a deletion of a record that has none).
+    key: Option<SubjectKey>,
+    /// The key was created for this very record, so its stream cannot
+    /// exist yet and need not be read. False for later copies of the record
+    /// in the batch and for retries.
+    fresh: bool,
+    attempts: usize,
+}
+
+/// A batch mapped and keyed by [`Ingestor::prepare_batch`], waiting for
+/// [`Ingestor::commit_batch`]. Preparing is independent of the log's
+/// state, so an importer prepares the next batch while the current one
+/// commits; commits must run one at a time, in input order.
+pub struct PreparedBatch {
+    system: String,
+    locators: Vec<String>,
+    streams: Vec<Option<String>>,
+    outcomes: Vec<Option<Outcome>>,
+    pending: Vec<Pending>,
+}
+
+impl std::fmt::Debug for PreparedBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedBatch")
+            .field("system", &self.system)
+            .field("records", &self.locators.len())
+            .field("pending", &self.pending.len())
+            .finish()
+    }
+}
+
+impl Ingestor {
+    pub fn new(store: Arc<dyn EventStore>, keys: Arc<dyn KeyStore>, sources: Arc<SourceDefinitions>) -> Ingestor {
+        Ingestor { store, keys, sources }
+    }
+
+    pub fn sources(&self) -> &SourceDefinitions {
+        &self.sources
+    }
+
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
+    pub fn keys(&self) -> &Arc<dyn KeyStore> {
+        &self.keys
+    }
+
+    /// The pseudonymous stream of (system, source id).
+    pub fn stream_of(&self, system: &str, source_id: &str) -> String {
+        let mac = self
+            .keys
+            .naming_key()
+            .mac(&[b"source-record", system.as_bytes(), source_id.as_bytes()]);
+        source_record::stream_name(system, &mac[..16])
+    }
+
+    /// Ingests a batch of records of `system`. The answer has one outcome
+    /// per record, in order.
+    pub async fn ingest(
+        &self,
+        system: &str,
+        records: Vec<InputRecord>,
+        ctx: &IngestContext,
+    ) -> Result<Vec<RecordOutcome>, IngestError> {
+        let batch = self.prepare_batch(system, records).await?;
+        self.commit_batch(batch, ctx).await
+    }
+
+    /// Maps every record and fetches or creates the keys of the batch, in
+    /// one key-store call for the records that bring content and one for
+    /// deletions (a deletion of an unknown record needs no key).
+    pub async fn prepare_batch(&self, system: &str, records: Vec<InputRecord>) -> Result<PreparedBatch, IngestError> {
+        let def = self.sources.get(system).ok_or(IngestError::UnknownSystem)?;
+        let started = std::time::Instant::now();
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
+        let mut locators = Vec::with_capacity(records.len());
+        let mut streams: Vec<Option<String>> = vec![None; records.len()];
+        let mut pending = Vec::with_capacity(records.len());
+        for (index, record) in records.into_iter().enumerate() {
+            locators.push(record.locator);
+            match self.prepare(def, index, record.item) {
+                Ok(p) => {
+                    streams[index] = Some(p.stream.clone());
+                    pending.push(p)
+                }
+                Err(outcome) => outcomes[index] = Some(outcome),
+            }
+        }
+        let mapped = started.elapsed();
+
+        for (want_upserts, create) in [(true, true), (false, false)] {
+            let mut first_of: HashMap<&str, usize> = HashMap::new();
+            let mut subjects: Vec<String> = Vec::new();
+            let mut slot: Vec<(usize, usize, bool)> = Vec::new(); // (pending index, subject index, first copy)
+            for (i, p) in pending.iter().enumerate() {
+                if matches!(p.op, ChangeOp::Upsert) != want_upserts {
+                    continue;
+                }
+                let (subject, first) = match first_of.get(p.stream.as_str()) {
+                    Some(&j) => (j, false),
+                    None => {
+                        first_of.insert(&p.stream, subjects.len());
+                        subjects.push(p.stream.clone());
+                        (subjects.len() - 1, true)
+                    }
+                };
+                slot.push((i, subject, first));
+            }
+            if subjects.is_empty() {
+                continue;
+            }
+            let found: Vec<Option<(SubjectKey, bool)>> = if create {
+                self.keys
+                    .get_or_create(&subjects)
+                    .await?
+                    .into_iter()
+                    .map(|l| Some((l.key, l.created)))
+                    .collect()
+            } else {
+                self.keys
+                    .find(&subjects)
+                    .await?
+                    .into_iter()
+                    .map(|k| k.map(|k| (k, false)))
+                    .collect()
+            };
+            for (i, subject, first) in slot {
+                if let Some((key, created)) = &found[subject] {
+                    pending[i].key = Some(key.clone());
+                    pending[i].fresh = *created && first;
+                }
+            }
+        }
+        tracing::debug!(
+            records = locators.len(),
+            map_ms = mapped.as_secs_f64() * 1e3,
+            keys_ms = (started.elapsed() - mapped).as_secs_f64() * 1e3,
+            "ingest batch prepared"
+        );
+        Ok(PreparedBatch {
+            system: system.to_owned(),
+            locators,
+            streams,
+            outcomes,
+            pending,
+        })
+    }
+
+    /// Decides and appends a prepared batch. Batches of one system must be
+    /// committed one at a time, in input order.
+    pub async fn commit_batch(
+        &self,
+        batch: PreparedBatch,
+        ctx: &IngestContext,
+    ) -> Result<Vec<RecordOutcome>, IngestError> {
+        let def = self.sources.get(&batch.system).ok_or(IngestError::UnknownSystem)?;
+        let PreparedBatch {
+            locators,
+            streams,
+            mut outcomes,
+            mut pending,
+            ..
+        } = batch;
+        while !pending.is_empty() {
+            // A record sent twice in one batch is decided after the first
+            // copy is stored: one stream per round.
+            let mut seen = HashSet::with_capacity(pending.len());
+            let (round, later): (Vec<Pending>, Vec<Pending>) =
+                pending.into_iter().partition(|p| seen.insert(p.stream.clone()));
+            pending = later;
+            for retry in self.run_round(def, round, ctx, &mut outcomes).await? {
+                pending.push(retry);
+            }
+        }
+
+        Ok(locators
+            .into_iter()
+            .zip(outcomes)
+            .zip(streams)
+            .map(|((locator, outcome), stream)| RecordOutcome {
+                locator,
+                stream,
+                outcome: outcome.unwrap_or_else(|| Outcome::Rejected {
+                    field: None,
+                    reason: "internal error: the record was not processed".into(),
+                }),
+            })
+            .collect())
+    }
+
+    fn prepare(
+        &self,
+        def: &SourceDefinition,
+        index: usize,
+        item: Result<InputItem, crate::input::InputError>,
+    ) -> Result<Pending, Outcome> {
+        let item = item.map_err(|e| Outcome::Rejected {
+            field: e.field.clone(),
+            reason: e.to_string(),
+        })?;
+        if matches!(item.op, ChangeOp::Ignore) {
+            return Err(Outcome::Ignored {
+                reason: "a change-data-capture tombstone or heartbeat carries no record".into(),
+            });
+        }
+        let mapped = map_record(def, &item.value).map_err(|e| Outcome::Rejected {
+            field: Some(e.field.clone()),
+            reason: e.to_string(),
+        })?;
+        let order = match def.format {
+            InputFormat::Debezium => debezium_source_order(&item.raw),
+            _ => None,
+        };
+        Ok(Pending {
+            index,
+            order,
+            stream: self.stream_of(&def.system, &mapped.source_id),
+            op: item.op,
+            source_id: mapped.source_id,
+            attributes: mapped.attributes,
+            item,
+            key: None,
+            fresh: false,
+            attempts: 0,
+        })
+    }
+
+    /// Decides and appends one round (each stream at most once). Returns the
+    /// records that lost a race and must be decided again.
+    async fn run_round(
+        &self,
+        def: &SourceDefinition,
+        round: Vec<Pending>,
+        ctx: &IngestContext,
+        outcomes: &mut [Option<Outcome>],
+    ) -> Result<Vec<Pending>, IngestError> {
+        let started = std::time::Instant::now();
+        // The last event of every stream that may exist: it has a key that
+        // this very call did not create.
+        let existing: Vec<usize> = (0..round.len())
+            .filter(|&i| matches!(&round[i].key, Some(SubjectKey::Active { .. })) && !round[i].fresh)
+            .collect();
+        let keyed = started.elapsed();
+        let mut last: Vec<Option<RecordedEvent>> = (0..round.len()).map(|_| None).collect();
+        if !existing.is_empty() {
+            let streams: Vec<String> = existing.iter().map(|&i| round[i].stream.clone()).collect();
+            for (&i, event) in existing.iter().zip(self.store.read_last_events(&streams).await?) {
+                last[i] = event;
+            }
+        }
+
+        let read = started.elapsed();
+        let records = round.len();
+        let mut appends = Vec::new();
+        for (p, last) in round.into_iter().zip(last) {
+            let (state, key) = match p.key.clone() {
+                None => (RecordState::Absent, None),
+                Some(SubjectKey::Destroyed { .. }) => (RecordState::Erased, None),
+                Some(SubjectKey::Active { key_id, key }) => {
+                    let state = match &last {
+                        None => RecordState::Absent,
+                        Some(event) => match open_state(event, &key) {
+                            Some(state) => state,
+                            None => {
+                                outcomes[p.index] = Some(Outcome::Rejected {
+                                    field: None,
+                                    reason: format!(
+                                        "the stored version of this record (log position {}) cannot be read; \
+                                         nothing was changed",
+                                        event.position
+                                    ),
+                                });
+                                continue;
+                            }
+                        },
+                    };
+                    (state, Some((key_id, key)))
+                }
+            };
+            let digest = key.as_ref().map(|(_, k)| digest(k, &p.item)).unwrap_or_default();
+            let incoming = match p.op {
+                ChangeOp::Delete => Incoming::Delete {
+                    order: p.order.as_ref(),
+                },
+                _ => Incoming::Upsert {
+                    attributes: &p.attributes,
+                    digest: &digest,
+                    order: p.order.as_ref(),
+                },
+            };
+            let decision = decide(&state, incoming);
+            let (expected, next_version) = match &last {
+                None => (ExpectedVersion::NoStream, 0),
+                Some(e) => (ExpectedVersion::Exact(e.version), e.version + 1),
+            };
+            let outcome = match decision {
+                Decision::Unchanged => Some(Outcome::Unchanged),
+                Decision::Stale => Some(Outcome::Stale),
+                Decision::NothingToRetract => Some(Outcome::Ignored {
+                    reason: "the source deleted a record that is not held".into(),
+                }),
+                Decision::Erased => Some(Outcome::Erased),
+                Decision::Capture | Decision::Change | Decision::Retract => None,
+            };
+            if let Some(outcome) = outcome {
+                outcomes[p.index] = Some(outcome);
+                continue;
+            }
+            let Some((key_id, key)) = key else {
+                // Capture, change and retract all follow a live key.
+                outcomes[p.index] = Some(Outcome::Rejected {
+                    field: None,
+                    reason: "internal error: no data key for the record".into(),
+                });
+                continue;
+            };
+            let event = build_event(def, &p, decision, &key, key_id, digest, next_version, ctx)?;
+            appends.push((p, expected, decision, event));
+        }
+
+        let decided = started.elapsed();
+        let store = &self.store;
+        let results: Vec<_> = stream::iter(appends)
+            .map(|(p, expected, decision, event)| async move {
+                let result = store.append(&p.stream, expected, vec![event]).await;
+                (p, decision, result)
+            })
+            .buffer_unordered(APPENDS_IN_FLIGHT)
+            .collect()
+            .await;
+        tracing::debug!(
+            records,
+            read_ms = (read - keyed).as_secs_f64() * 1e3,
+            decide_seal_ms = (decided - read).as_secs_f64() * 1e3,
+            append_ms = (started.elapsed() - decided).as_secs_f64() * 1e3,
+            "ingest round"
+        );
+
+        let mut retry = Vec::new();
+        for (mut p, decision, result) in results {
+            match result {
+                Ok(done) => {
+                    let v = done.last_version;
+                    outcomes[p.index] = Some(match decision {
+                        Decision::Capture => Outcome::Captured { stream_version: v },
+                        Decision::Change => Outcome::Changed { stream_version: v },
+                        _ => Outcome::Retracted { stream_version: v },
+                    });
+                }
+                Err(AppendError::Conflict { .. } | AppendError::IdsAlreadyUsed { .. })
+                    if p.attempts + 1 < MAX_ATTEMPTS =>
+                {
+                    p.attempts += 1;
+                    p.fresh = false;
+                    retry.push(p);
+                }
+                Err(AppendError::Conflict { .. } | AppendError::IdsAlreadyUsed { .. }) => {
+                    outcomes[p.index] = Some(Outcome::Rejected {
+                        field: None,
+                        reason: "the record kept changing concurrently; send it again".into(),
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(retry)
+    }
+
+    /// Retracts every record of `system` that is held (its last event is a
+    /// version, not a retraction) and whose stream is not in `present`: the
+    /// end of a full-snapshot import. Scans the log for the system's
+    /// streams; the source-record read model will answer this faster once it
+    /// exists.
+    pub async fn retract_missing(
+        &self,
+        system: &str,
+        present: &HashSet<String>,
+        ctx: &IngestContext,
+    ) -> Result<u64, IngestError> {
+        self.sources.get(system).ok_or(IngestError::UnknownSystem)?;
+        let prefix = format!("{}{system}-", source_record::STREAM_PREFIX);
+        // stream -> (last version, held)
+        let mut state: HashMap<String, (u64, bool)> = HashMap::new();
+        let mut after = Position::START;
+        loop {
+            let page = self.store.read_all(after, 10_000).await?;
+            let Some(last) = page.last() else { break };
+            after = last.position;
+            for e in page {
+                if e.stream.starts_with(&prefix) {
+                    let held = e.event_type != source_record::RETRACTED;
+                    state.insert(e.stream, (e.version, held));
+                }
+            }
+        }
+        let missing: Vec<(String, u64)> = state
+            .into_iter()
+            .filter(|(stream, (_, held))| *held && !present.contains(stream))
+            .map(|(stream, (version, _))| (stream, version))
+            .collect();
+        let store = &self.store;
+        let results: Vec<Result<AppendOutcome, AppendError>> = stream::iter(missing)
+            .map(|(stream, version)| async move {
+                let payload = SourceRecordRetracted {
+                    system: system.to_owned(),
+                    reason: RetractionReason::MissingFromFullSnapshot,
+                    sealed: None,
+                };
+                let event = NewEvent::new(
+                    deterministic_event_id(
+                        source_record::RETRACTED,
+                        &[stream.as_bytes(), &(version + 1).to_be_bytes()],
+                    ),
+                    source_record::RETRACTED,
+                    encode(&payload)?,
+                    encode(&metadata(ctx, None))?,
+                );
+                store
+                    .append(&stream, ExpectedVersion::Exact(version), vec![event])
+                    .await
+            })
+            .buffer_unordered(APPENDS_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut retracted = 0;
+        for result in results {
+            match result {
+                Ok(o) if !o.already_stored => retracted += 1,
+                Ok(_) => {}
+                // Someone sent a new version meanwhile: the record is held
+                // again, which wins over the snapshot's silence.
+                Err(AppendError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(retracted)
+    }
+}
+
+use mdm_store::AppendOutcome;
+
+fn encode<T: Serialize>(value: &T) -> Result<Json, AppendError> {
+    Json::encode(value).map_err(|e| AppendError::Internal(Box::new(e)))
+}
+
+fn metadata(ctx: &IngestContext, key_id: Option<Uuid>) -> EventMetadata {
+    EventMetadata {
+        occurred_at: ctx.occurred_at,
+        actor: ctx.actor.clone(),
+        correlation_id: ctx.correlation_id,
+        causation_id: None,
+        schema_version: source_record::SCHEMA_VERSION,
+        key_id,
+    }
+}
+
+/// The keyed digest of what change detection compares: the row image for
+/// change-data capture, the raw record otherwise, with its header.
+fn digest(key: &DataKey, item: &InputItem) -> String {
+    let compared = item.compared.as_deref().unwrap_or(&item.raw);
+    let header = item.raw_header.as_deref().unwrap_or("");
+    hex(&key.mac(&[b"source-record-digest", compared.as_bytes(), header.as_bytes()]))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+/// Seals `value` as JSON under `key`, bound to the stream it belongs to, so
+/// a sealed payload copied into another stream does not open.
+pub fn seal<T: Serialize>(key: &DataKey, stream: &str, value: &T) -> Result<String, serde_json::Error> {
+    let plain = serde_json::to_vec(value)?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(key.seal(stream.as_bytes(), &plain)))
+}
+
+/// Opens what [`seal`] sealed. `None` when it does not open or decode (a
+/// wrong key or tampering).
+pub fn open<T: serde::de::DeserializeOwned>(key: &DataKey, stream: &str, sealed: &str) -> Option<T> {
+    let bytes = base64::engine::general_purpose::STANDARD.decode(sealed).ok()?;
+    let plain = key.open(stream.as_bytes(), &bytes).ok()?;
+    serde_json::from_slice(&plain).ok()
+}
+
+/// Opens the content of a captured or changed event with its key.
+pub fn open_version(event: &RecordedEvent, key: &DataKey) -> Option<SourceRecordContent> {
+    let payload: SourceRecordVersion = event.data.decode().ok()?;
+    open(key, &event.stream, &payload.sealed)
+}
+
+/// The state a stream's last event stands for; `None` when it cannot be
+/// read with the record's key.
+fn open_state(event: &RecordedEvent, key: &DataKey) -> Option<RecordState> {
+    match event.event_type.as_str() {
+        source_record::RETRACTED => {
+            let payload: SourceRecordRetracted = event.data.decode().ok()?;
+            let order = match &payload.sealed {
+                Some(sealed) => open::<RetractionContent>(key, &event.stream, sealed)?.source_order,
+                None => None,
+            };
+            Some(RecordState::Retracted(order))
+        }
+        source_record::CAPTURED | source_record::CHANGED => {
+            open_version(event, key).map(|c| RecordState::Live(Box::new(c)))
+        }
+        _ => None,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_event(
+    def: &SourceDefinition,
+    p: &Pending,
+    decision: Decision,
+    key: &DataKey,
+    key_id: Uuid,
+    digest: String,
+    version: u64,
+    ctx: &IngestContext,
+) -> Result<NewEvent, IngestError> {
+    let internal = |e: serde_json::Error| IngestError::Append(AppendError::Internal(Box::new(e)));
+    let Some(event_type) = decision.event_type() else {
+        return Err(IngestError::Append(AppendError::Internal(
+            "no event for this decision".into(),
+        )));
+    };
+    let (data, id_part) = if decision == Decision::Retract {
+        let sealed = seal(
+            key,
+            &p.stream,
+            &RetractionContent {
+                source_id: p.source_id.clone(),
+                raw: p.item.raw.clone(),
+                source_order: p.order.clone(),
+            },
+        )
+        .map_err(internal)?;
+        let payload = SourceRecordRetracted {
+            system: def.system.clone(),
+            reason: RetractionReason::DeletedAtSource,
+            sealed: Some(sealed),
+        };
+        (Json::encode(&payload).map_err(internal)?, String::new())
+    } else {
+        let content = SourceRecordContent {
+            source_id: p.source_id.clone(),
+            raw: p.item.raw.clone(),
+            raw_header: p.item.raw_header.as_deref().map(str::to_owned),
+            attributes: p.attributes.clone(),
+            digest,
+            source_order: p.order.clone(),
+        };
+        let sealed = seal(key, &p.stream, &content).map_err(internal)?;
+        // The id depends on the content through the digest keyed by the
+        // record's own key (the attributes follow from the raw record and
+        // the definition): two different versions racing for one stream
+        // version get different ids, and the id proves nothing about the
+        // content once the key is destroyed.
+        let id_part = content.digest.clone();
+        let payload = SourceRecordVersion {
+            system: def.system.clone(),
+            format: def.format.as_str().to_owned(),
+            sealed,
+        };
+        (Json::encode(&payload).map_err(internal)?, id_part)
+    };
+    let id = deterministic_event_id(
+        event_type,
+        &[p.stream.as_bytes(), &version.to_be_bytes(), id_part.as_bytes()],
+    );
+    Ok(NewEvent::new(
+        id,
+        event_type,
+        data,
+        Json::encode(&metadata(ctx, Some(key_id))).map_err(internal)?,
+    ))
+}
+
+/// The position of a Debezium change in its source's change log, from the
+/// envelope's `source` block: MySQL binlog (file, pos, row), PostgreSQL
+/// `lsn`, SQL Server (commit_lsn, change_lsn, event_serial_no). `None` for
+/// a connector without a position we know: timestamps alone (`ts_ms`) are
+/// too coarse to order two changes within one second, so such records are
+/// compared by content only.
+fn debezium_source_order(raw: &str) -> Option<SourceOrder> {
+    let envelope: serde_json::Value = serde_json::from_str(raw).ok()?;
+    let source = envelope
+        .get("payload")
+        .filter(|p| p.is_object())
+        .unwrap_or(&envelope)
+        .get("source")?;
+    let int = |k: &str| source.get(k).and_then(serde_json::Value::as_i64).map(OrderKey::Int);
+    let text = |k: &str| {
+        source
+            .get(k)
+            .and_then(serde_json::Value::as_str)
+            .map(|s| OrderKey::Text(s.to_owned()))
+    };
+    if let (Some(file), Some(pos)) = (text("file"), int("pos")) {
+        return Some(vec![file, pos, int("row").unwrap_or(OrderKey::Int(0))]);
+    }
+    if let Some(lsn) = int("lsn") {
+        return Some(vec![lsn]);
+    }
+    if let (Some(commit), Some(change)) = (text("commit_lsn"), text("change_lsn")) {
+        return Some(vec![commit, change, int("event_serial_no").unwrap_or(OrderKey::Int(0))]);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debezium_positions_come_from_the_source_block() {
+        let mysql = r#"{"schema": {}, "payload": {"op": "u", "source": {"file": "mysql-bin.000003", "pos": 154, "row": 1, "ts_ms": 5}}}"#;
+        assert_eq!(
+            debezium_source_order(mysql),
+            Some(vec![
+                OrderKey::Text("mysql-bin.000003".into()),
+                OrderKey::Int(154),
+                OrderKey::Int(1)
+            ])
+        );
+        let postgres = r#"{"op": "c", "source": {"lsn": 24023128, "ts_ms": 5}}"#;
+        assert_eq!(debezium_source_order(postgres), Some(vec![OrderKey::Int(24023128)]));
+        let unknown = r#"{"op": "c", "source": {"ts_ms": 5}}"#;
+        assert_eq!(debezium_source_order(unknown), None);
+        assert_eq!(debezium_source_order("not json"), None);
+    }
+}
