@@ -4,10 +4,71 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use mdm_store::keys::{KeyStore, MasterKey};
 use mdm_store::sqlite::{Durability, SqliteEventStore, SqliteOptions};
 use mdm_store::EventStore;
 
-use crate::config::{Config, EventStoreConfig};
+use crate::config::{Config, EventStoreConfig, KeyStoreConfig, MasterKeyConfig};
+
+/// Opens the configured key store with the configured master key.
+pub async fn open_key_store(config: &Config) -> anyhow::Result<Arc<dyn KeyStore>> {
+    let master = load_master_key(&config.keys.master_key)?;
+    match &config.keys.store {
+        KeyStoreConfig::Sqlite { path } => {
+            let store = mdm_store::keys::sqlite::SqliteKeyStore::open(path, master)
+                .await
+                .with_context(|| format!("opening the key store at {}", path.display()))?;
+            Ok(Arc::new(store))
+        }
+        KeyStoreConfig::Postgres { url, schema } => {
+            let store = mdm_store::keys::postgres::PostgresKeyStore::open(url.expose(), schema, master)
+                .await
+                .context("opening the PostgreSQL key store")?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// Reads the master key, generating it on the first embedded start.
+fn load_master_key(source: &MasterKeyConfig) -> anyhow::Result<MasterKey> {
+    match source {
+        MasterKeyConfig::Inline(secret) => {
+            MasterKey::from_base64(secret.expose()).context("the master key (MDM_MASTER_KEY) is not valid")
+        }
+        MasterKeyConfig::File { path, generate } => match std::fs::read_to_string(path) {
+            Ok(text) => MasterKey::from_base64(text.trim())
+                .with_context(|| format!("the master key file {} is not valid", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && *generate => {
+                let key = MasterKey::generate();
+                write_new_key_file(path, &key.to_base64())
+                    .with_context(|| format!("writing a new master key to {}", path.display()))?;
+                tracing::warn!(
+                    path = %path.display(),
+                    "generated a new master key: back it up and keep it apart from the data; without it no \
+                     personal data in the event log can ever be read again"
+                );
+                Ok(key)
+            }
+            Err(e) => Err(e).with_context(|| format!("reading the master key file {}", path.display())),
+        },
+    }
+}
+
+/// Creates the key file, readable by its owner only; never overwrites one.
+fn write_new_key_file(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
 
 /// Opens the configured event store.
 pub async fn open_event_store(config: &Config) -> anyhow::Result<Arc<dyn EventStore>> {

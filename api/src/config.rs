@@ -43,6 +43,33 @@ pub enum EventStoreConfig {
     KurrentDb { url: Secret },
 }
 
+/// Where the per-subject data keys live (never in the event log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyStoreConfig {
+    /// A SQLite file of its own (the embedded default: `<data_dir>/keys.db`).
+    Sqlite { path: PathBuf },
+    /// A schema of its own in PostgreSQL (the default when the event store
+    /// is PostgreSQL: the same database, schema `mdm_keys`).
+    Postgres { url: Secret, schema: String },
+}
+
+/// Where the master key that wraps every data key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MasterKeyConfig {
+    /// Given inline (base64 of 32 bytes), e.g. from a secret manager through
+    /// `MDM_MASTER_KEY`.
+    Inline(Secret),
+    /// Read from a file holding the base64 text. `generate`: create the file
+    /// with a fresh key if it does not exist (embedded mode only).
+    File { path: PathBuf, generate: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeysConfig {
+    pub store: KeyStoreConfig,
+    pub master_key: MasterKeyConfig,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// Where embedded files live.
@@ -52,6 +79,9 @@ pub struct Config {
     /// The TOML file declaring the source systems (`[[sources]]` tables);
     /// none means no source system is configured yet.
     pub sources_file: Option<PathBuf>,
+    pub keys: KeysConfig,
+    /// The largest request body the HTTP API accepts, in bytes (413 above).
+    pub max_body_bytes: usize,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -72,6 +102,17 @@ struct FileConfig {
     event_store: FileEventStore,
     #[serde(default)]
     http: FileHttp,
+    #[serde(default)]
+    keys: FileKeys,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileKeys {
+    store_url: Option<Secret>,
+    postgres_schema: Option<String>,
+    master_key: Option<Secret>,
+    master_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -86,13 +127,16 @@ struct FileEventStore {
 #[serde(deny_unknown_fields)]
 struct FileHttp {
     listen: Option<String>,
+    max_body_bytes: Option<usize>,
 }
 
 impl Config {
     /// Builds the configuration from the file's text (if any) and the
     /// environment. Environment variables: `MDM_DATA_DIR`,
     /// `MDM_EVENT_STORE_URL`, `MDM_POSTGRES_SCHEMA`, `MDM_SQLITE_FSYNC`,
-    /// `MDM_HTTP_LISTEN`, `MDM_SOURCES_FILE`.
+    /// `MDM_HTTP_LISTEN`, `MDM_HTTP_MAX_BODY_BYTES`, `MDM_SOURCES_FILE`,
+    /// `MDM_KEY_STORE_URL`, `MDM_KEY_STORE_SCHEMA`, `MDM_MASTER_KEY`,
+    /// `MDM_MASTER_KEY_FILE`.
     pub fn from_sources(file: Option<&str>, env: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
         let file: FileConfig = match file {
             Some(text) => toml::from_str(text).map_err(|e| ConfigError::File(e.message().to_owned()))?,
@@ -129,13 +173,95 @@ impl Config {
             reason: "expected an address like 127.0.0.1:8080".into(),
         })?;
         let sources_file = var("MDM_SOURCES_FILE").map(PathBuf::from).or(file.sources_file);
+        let max_body_bytes = match var("MDM_HTTP_MAX_BODY_BYTES") {
+            Some(v) => v.parse().map_err(|_| ConfigError::Value {
+                key: "MDM_HTTP_MAX_BODY_BYTES".into(),
+                reason: "expected a number of bytes".into(),
+            })?,
+            None => file.http.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        };
+        let keys = keys_config(&data_dir, &event_store, file.keys, &var)?;
         Ok(Config {
             data_dir,
             event_store,
             listen,
             sources_file,
+            keys,
+            max_body_bytes,
         })
     }
+}
+
+/// 32 MiB: a batch of tens of thousands of records; bigger loads go through
+/// `mdm import`, which streams.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+fn keys_config(
+    data_dir: &std::path::Path,
+    event_store: &EventStoreConfig,
+    file: FileKeys,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<KeysConfig, ConfigError> {
+    let schema = var("MDM_KEY_STORE_SCHEMA")
+        .or(file.postgres_schema)
+        .unwrap_or_else(|| "mdm_keys".to_owned());
+    if schema.is_empty() || !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(ConfigError::Value {
+            key: "keys.postgres_schema / MDM_KEY_STORE_SCHEMA".into(),
+            reason: "use letters, digits and underscores".into(),
+        });
+    }
+    let url = var("MDM_KEY_STORE_URL").map(Secret::new).or(file.store_url);
+    let store = match url {
+        Some(url) => {
+            let text = url.expose();
+            if let Some(path) = text.strip_prefix("sqlite://").or_else(|| text.strip_prefix("sqlite:")) {
+                KeyStoreConfig::Sqlite {
+                    path: PathBuf::from(path),
+                }
+            } else if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+                KeyStoreConfig::Postgres { url, schema }
+            } else {
+                return Err(ConfigError::Value {
+                    key: "keys.store_url / MDM_KEY_STORE_URL".into(),
+                    reason: "expected sqlite: or postgres://".into(),
+                });
+            }
+        }
+        None => match event_store {
+            EventStoreConfig::Postgres { url, .. } => KeyStoreConfig::Postgres {
+                url: url.clone(),
+                schema,
+            },
+            _ => KeyStoreConfig::Sqlite {
+                path: data_dir.join("keys.db"),
+            },
+        },
+    };
+    let embedded =
+        matches!(event_store, EventStoreConfig::Sqlite { .. }) && matches!(store, KeyStoreConfig::Sqlite { .. });
+    let master_key =
+        match (
+            var("MDM_MASTER_KEY").map(Secret::new).or(file.master_key),
+            var("MDM_MASTER_KEY_FILE").map(PathBuf::from).or(file.master_key_file),
+        ) {
+            (Some(key), _) => MasterKeyConfig::Inline(key),
+            (None, Some(path)) => MasterKeyConfig::File {
+                path,
+                generate: embedded,
+            },
+            (None, None) if embedded => MasterKeyConfig::File {
+                path: data_dir.join("master.key"),
+                generate: true,
+            },
+            (None, None) => return Err(ConfigError::Value {
+                key: "keys.master_key / MDM_MASTER_KEY (or MDM_MASTER_KEY_FILE)".into(),
+                reason:
+                    "a server deployment needs a master key from configuration; it is generated only in embedded mode"
+                        .into(),
+            }),
+        };
+    Ok(KeysConfig { store, master_key })
 }
 
 fn parse_store_url(url: Secret, schema: String, fsync: bool) -> Result<EventStoreConfig, ConfigError> {
@@ -200,6 +326,37 @@ mod tests {
         );
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.sources_file, None);
+        assert_eq!(
+            c.keys,
+            KeysConfig {
+                store: KeyStoreConfig::Sqlite {
+                    path: PathBuf::from("./mdm-data/keys.db")
+                },
+                master_key: MasterKeyConfig::File {
+                    path: PathBuf::from("./mdm-data/master.key"),
+                    generate: true
+                },
+            }
+        );
+        assert_eq!(c.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+    }
+
+    #[test]
+    fn a_server_deployment_keeps_keys_in_postgres_and_needs_a_master_key() {
+        let pg = [("MDM_EVENT_STORE_URL", "postgres://u:pw@db/mdm")];
+        let e = Config::from_sources(None, &env(&pg)).expect_err("no master key");
+        assert!(e.to_string().contains("MDM_MASTER_KEY"), "{e}");
+        let c = Config::from_sources(None, &env(&[pg[0], ("MDM_MASTER_KEY", "c2VjcmV0")])).expect("valid");
+        assert!(matches!(c.keys.store, KeyStoreConfig::Postgres { ref schema, .. } if schema == "mdm_keys"));
+        assert!(!format!("{c:?}").contains("c2VjcmV0"));
+        let c = Config::from_sources(None, &env(&[pg[0], ("MDM_MASTER_KEY_FILE", "/run/secrets/mk")])).expect("valid");
+        assert_eq!(
+            c.keys.master_key,
+            MasterKeyConfig::File {
+                path: PathBuf::from("/run/secrets/mk"),
+                generate: false
+            }
+        );
     }
 
     #[test]
@@ -218,8 +375,14 @@ mod tests {
         let c = Config::from_sources(Some(file), &env(&[("MDM_HTTP_LISTEN", "127.0.0.1:7000")])).expect("valid");
         assert_eq!(c.data_dir, PathBuf::from("/srv/mdm"));
         assert_eq!(c.listen.to_string(), "127.0.0.1:7000");
-        let c = Config::from_sources(Some(file), &env(&[("MDM_EVENT_STORE_URL", "postgres://u:pw@db/mdm")]))
-            .expect("valid");
+        let c = Config::from_sources(
+            Some(file),
+            &env(&[
+                ("MDM_EVENT_STORE_URL", "postgres://u:pw@db/mdm"),
+                ("MDM_MASTER_KEY", "k"),
+            ]),
+        )
+        .expect("valid");
         assert!(matches!(c.event_store, EventStoreConfig::Postgres { ref schema, .. } if schema == "mdm_store"));
     }
 
@@ -236,7 +399,7 @@ mod tests {
             ("sqlite:", None),
         ];
         for (url, want) in cases {
-            let got = Config::from_sources(None, &env(&[("MDM_EVENT_STORE_URL", url)]))
+            let got = Config::from_sources(None, &env(&[("MDM_EVENT_STORE_URL", url), ("MDM_MASTER_KEY", "k")]))
                 .ok()
                 .map(|c| match c.event_store {
                     EventStoreConfig::Sqlite { .. } => "sqlite",
@@ -264,8 +427,14 @@ mod tests {
 
     #[test]
     fn debug_output_redacts_the_store_url() {
-        let c =
-            Config::from_sources(None, &env(&[("MDM_EVENT_STORE_URL", "postgres://u:hunter2@h/db")])).expect("valid");
+        let c = Config::from_sources(
+            None,
+            &env(&[
+                ("MDM_EVENT_STORE_URL", "postgres://u:hunter2@h/db"),
+                ("MDM_MASTER_KEY", "k"),
+            ]),
+        )
+        .expect("valid");
         assert!(!format!("{c:?}").contains("hunter2"));
     }
 }

@@ -5,10 +5,15 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use mdm_api::compose::open_event_store;
+use mdm_api::compose::{open_event_store, open_key_store};
 use mdm_api::config::Config;
 use mdm_api::http::{router, AppState};
+use mdm_commands::import::{import_file, ImportOptions, Syntax};
+use mdm_commands::ingest::{IngestContext, Ingestor};
+use mdm_domain::metadata::Actor;
 use tracing_subscriber::EnvFilter;
+
+mod progress;
 
 #[derive(Parser, Debug)]
 #[command(name = "mdm", version, about = "Event-sourced customer master data management")]
@@ -24,6 +29,14 @@ struct Cli {
 enum Command {
     /// Runs the service (embedded SQLite under ./mdm-data when nothing is configured).
     Serve,
+    /// Imports a CSV, JSON or NDJSON file of one source system (streamed;
+    /// re-running the same file stores nothing new).
+    Import(ImportArgs),
+    /// Asks a per-customer REST source (format rest_pull) for customers and
+    /// ingests the answers.
+    Pull(PullArgs),
+    /// Writes the synthetic data set of the seven source systems, with its ground truth.
+    Datagen(mdm_api::datagen::DatagenArgs),
     /// Source-system definitions.
     Sources {
         #[command(subcommand)]
@@ -34,6 +47,46 @@ enum Command {
         #[command(subcommand)]
         what: BenchCommand,
     },
+}
+
+#[derive(clap::Args, Debug)]
+struct ImportArgs {
+    /// The source system, as named in the sources file.
+    #[arg(long)]
+    system: String,
+    /// The file: .csv, or .json / .ndjson / .jsonl (Debezium events for a
+    /// system of format `debezium`).
+    file: PathBuf,
+    /// Read the file as this syntax instead of guessing from its extension.
+    #[arg(long, value_enum)]
+    syntax: Option<SyntaxArg>,
+    /// The file is a full snapshot of the system: retract the system's
+    /// records that are not in it (skipped if any record is rejected).
+    #[arg(long)]
+    full_snapshot: bool,
+    /// Records per batch.
+    #[arg(long, default_value_t = 2000)]
+    batch_size: usize,
+}
+
+#[derive(clap::Args, Debug)]
+struct PullArgs {
+    /// The source system (format rest_pull).
+    #[arg(long)]
+    system: String,
+    /// A customer id to ask for (repeat the flag for several).
+    #[arg(long = "id")]
+    ids: Vec<String>,
+    /// An e-mail address to ask for (repeat the flag for several).
+    #[arg(long = "email")]
+    emails: Vec<String>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum SyntaxArg {
+    Csv,
+    Json,
+    Debezium,
 }
 
 #[derive(Subcommand, Debug)]
@@ -50,6 +103,8 @@ enum SourcesCommand {
 enum BenchCommand {
     /// Event-store appends, reads and subscriptions against plain SQL on the same database.
     Store(mdm_store::bench::StoreBenchArgs),
+    /// Bulk capture of generated records into the embedded store, against plain SQLite.
+    Ingest(mdm_api::bench_ingest::IngestBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -69,12 +124,22 @@ fn main() -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => serve(load_config(cli.config.as_deref())?).await,
+        Command::Import(args) => import(load_config(cli.config.as_deref())?, args).await,
+        Command::Pull(args) => pull(load_config(cli.config.as_deref())?, args).await,
         Command::Sources {
             what: SourcesCommand::Check { file },
         } => check_sources(&file),
         Command::Bench {
             what: BenchCommand::Store(args),
         } => mdm_store::bench::run_store_bench(args).await,
+        Command::Bench {
+            what: BenchCommand::Ingest(args),
+        } => mdm_api::bench_ingest::run_ingest_bench(args).await,
+        Command::Datagen(args) => {
+            let summary = tokio::task::spawn_blocking(move || mdm_api::datagen::run(&args)).await??;
+            tracing::info!("generated {summary}");
+            print_json(&summary)
+        }
     }
 }
 
@@ -108,26 +173,107 @@ fn check_sources(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
-    // Definitions first: a bad one must stop start-up before anything opens.
+/// Opens everything ingestion needs, definitions first: a bad one must stop
+/// start-up before anything opens.
+async fn open_ingestor(config: &Config) -> anyhow::Result<Ingestor> {
     let sources = match &config.sources_file {
         Some(path) => read_sources(path)?,
         None => Default::default(),
     };
-    let store = open_event_store(&config).await?;
+    let store = open_event_store(config).await?;
+    let keys = open_key_store(config).await?;
+    Ok(Ingestor::new(store, keys, std::sync::Arc::new(sources)))
+}
+
+async fn import(config: Config, args: ImportArgs) -> anyhow::Result<()> {
+    let ingestor = open_ingestor(&config).await?;
+    let def = ingestor
+        .sources()
+        .get(&args.system)
+        .with_context(|| format!("no source system `{}` in the sources file", args.system))?;
+    let debezium = def.format == mdm_domain::source::InputFormat::Debezium;
+    let syntax = match args.syntax {
+        Some(SyntaxArg::Csv) => Syntax::Csv,
+        Some(SyntaxArg::Json) => Syntax::Json,
+        Some(SyntaxArg::Debezium) => Syntax::Debezium,
+        None => Syntax::guess(&args.file, debezium)
+            .context("cannot tell the file's syntax from its extension; pass --syntax csv|json|debezium")?,
+    };
+    let size = std::fs::metadata(&args.file)
+        .with_context(|| format!("reading {}", args.file.display()))?
+        .len();
+    let ctx = IngestContext {
+        actor: Actor::Operator,
+        correlation_id: uuid::Uuid::now_v7(),
+        occurred_at: chrono::Utc::now(),
+    };
+    let options = ImportOptions {
+        syntax,
+        batch_size: args.batch_size,
+        full_snapshot: args.full_snapshot,
+    };
+    let mut progress = progress::ImportProgress::new(size);
+    let result = import_file(&ingestor, &args.system, &args.file, options, &ctx, |p| {
+        progress.update(p)
+    })
+    .await;
+    progress.finish();
+    ingestor.store().close().await;
+    let report = result.with_context(|| format!("importing {}", args.file.display()))?;
+    for rejection in &report.rejections {
+        tracing::warn!("rejected {rejection}");
+    }
+    if let Some(reason) = &report.snapshot_skipped {
+        tracing::warn!("full snapshot not applied: {reason}");
+    }
+    print_json(&report)?;
+    Ok(())
+}
+
+async fn pull(config: Config, args: PullArgs) -> anyhow::Result<()> {
+    let ingestor = open_ingestor(&config).await?;
+    let def = ingestor
+        .sources()
+        .get(&args.system)
+        .with_context(|| format!("no source system `{}` in the sources file", args.system))?;
+    let puller = mdm_commands::pull::Puller::new(def)?;
+    let keys: Vec<mdm_commands::pull::PullKey> = args
+        .ids
+        .into_iter()
+        .map(mdm_commands::pull::PullKey::Id)
+        .chain(args.emails.into_iter().map(mdm_commands::pull::PullKey::Email))
+        .collect();
+    anyhow::ensure!(!keys.is_empty(), "give at least one --id or --email");
+    let ctx = IngestContext {
+        actor: Actor::Operator,
+        correlation_id: uuid::Uuid::now_v7(),
+        occurred_at: chrono::Utc::now(),
+    };
+    let result = puller.pull(&ingestor, &keys, &ctx).await;
+    ingestor.store().close().await;
+    print_json(&result?)
+}
+
+#[allow(clippy::print_stdout)]
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let ingestor = open_ingestor(&config).await?;
+    let store = ingestor.store().clone();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(
         address = %listener.local_addr()?,
         event_store = store.backend(),
-        source_systems = sources.len(),
+        source_systems = ingestor.sources().len(),
+        key_store = ingestor.keys().backend(),
         "mdm is serving"
     );
-    let app = router(AppState {
-        store: store.clone(),
-        sources: std::sync::Arc::new(sources),
-    });
+    let app = router(AppState::new(ingestor, config.max_body_bytes)?);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await

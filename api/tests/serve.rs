@@ -2,84 +2,11 @@
 //! empty working folder. It must serve `/health` on the embedded default and
 //! stop cleanly on SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+mod common;
 
-/// Starts `mdm serve` in `dir` on a free port and returns it with its address.
-fn start(dir: &std::path::Path, extra_env: &[(&str, &str)]) -> (Child, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mdm"));
-    cmd.arg("serve")
-        .current_dir(dir)
-        .env_clear()
-        .env("MDM_HTTP_LISTEN", "127.0.0.1:0")
-        .env("MDM_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (k, v) in extra_env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("mdm starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("mdm is serving") {
-                let addr = line
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix("address="))
-                    .map(str::to_owned);
-                let _ = tx.send(addr);
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("mdm announces its address")
-        .expect("address in the log line");
-    (child, addr)
-}
+use std::process::Command;
 
-/// `GET /health`, which must answer 200 with JSON.
-async fn health(addr: &str) -> serde_json::Value {
-    let response = reqwest::get(format!("http://{addr}/health"))
-        .await
-        .expect("health answers");
-    assert_eq!(response.status(), 200);
-    response.json().await.expect("json")
-}
-
-/// Runs `mdm serve` in `dir` with only `env`, expects it to refuse to start,
-/// and returns what it printed on stderr.
-fn refused_start(dir: &std::path::Path, env: &[(&str, &std::ffi::OsStr)]) -> String {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mdm"));
-    cmd.arg("serve")
-        .current_dir(dir)
-        .env_clear()
-        .env("MDM_HTTP_LISTEN", "127.0.0.1:0");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("runs");
-    assert!(!out.status.success(), "mdm started although it should not");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    for _ in 0..200 {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    panic!("mdm did not stop within 10 s of SIGTERM");
-}
+use common::{health, refused_start, start, terminate, PgDatabase, TEST_MASTER_KEY};
 
 #[tokio::test]
 async fn serve_with_no_configuration_runs_embedded_and_answers_health() {
@@ -101,27 +28,14 @@ async fn serve_with_no_configuration_runs_embedded_and_answers_health() {
 /// fresh database through `MDM_EVENT_STORE_URL`.
 #[tokio::test]
 async fn serve_runs_on_postgresql_when_configured() {
-    let admin = std::env::var("MDM_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".to_owned());
-    let name = format!("mdm_test_serve_{}", std::process::id());
-    let url = match admin.rsplit_once('/') {
-        Some((server, _)) => format!("{server}/{name}"),
-        None => panic!("MDM_TEST_DATABASE_URL has no database part"),
-    };
-    let psql = |sql: &str| {
-        let out = Command::new("psql")
-            .arg(&admin)
-            .arg("-qc")
-            .arg(sql)
-            .output()
-            .expect("psql runs");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    };
-    psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-    psql(&format!("CREATE DATABASE {name}"));
+    let db = PgDatabase::create("serve");
+    let (url, name) = (db.url.clone(), db.name.clone());
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let (mut child, addr) = start(dir.path(), &[("MDM_EVENT_STORE_URL", &url)]);
+    let (mut child, addr) = start(
+        dir.path(),
+        &[("MDM_EVENT_STORE_URL", &url), ("MDM_MASTER_KEY", TEST_MASTER_KEY)],
+    );
     let body = health(&addr).await;
     assert_eq!(body["status"], "ok");
     assert_eq!(body["event_store"], "postgres");
@@ -129,7 +43,7 @@ async fn serve_runs_on_postgresql_when_configured() {
 
     // The database goes away under the running service: health says so,
     // as a problem document that names no server, user or password.
-    psql(&format!("DROP DATABASE {name} WITH (FORCE)"));
+    db.psql(&format!("DROP DATABASE {name} WITH (FORCE)"));
     let response = reqwest::get(format!("http://{addr}/health"))
         .await
         .expect("health answers");

@@ -1,14 +1,22 @@
-//! The HTTP API. For now only `/health`, which says whether the process is up
-//! and its event store answers.
+//! The HTTP API: `/health` (is the process up and does its event store
+//! answer), `/v1/sources/{system}/records` (ingest, see `ingest.rs`) and
+//! `/v1/sources/{system}/pull` (per-customer REST sources, `pull.rs`).
+//! Errors are `application/problem+json` (`problem.rs`).
+
+pub mod ingest;
+pub mod problem;
+pub mod pull;
 
 use std::sync::Arc;
 
+use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use mdm_domain::source::SourceDefinitions;
+use mdm_commands::ingest::Ingestor;
+use mdm_commands::pull::Puller;
 use mdm_store::EventStore;
 use serde_json::json;
 
@@ -16,12 +24,41 @@ use serde_json::json;
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub store: Arc<dyn EventStore>,
-    /// The source systems from the sources file, validated at start-up.
-    pub sources: Arc<SourceDefinitions>,
+    /// The ingest pipeline, with the source systems from the sources file
+    /// (validated at start-up) and the key store.
+    pub ingestor: Ingestor,
+    /// The largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// One pull adapter per `rest_pull` system, sharing its rate limit.
+    pub pullers: Arc<std::collections::HashMap<String, Puller>>,
+}
+
+impl AppState {
+    /// The state for `ingestor`, with a pull adapter for each pull source.
+    pub fn new(ingestor: Ingestor, max_body_bytes: usize) -> Result<AppState, mdm_commands::pull::PullError> {
+        let mut pullers = std::collections::HashMap::new();
+        for def in ingestor.sources().iter() {
+            if def.pull.is_some() {
+                pullers.insert(def.system.clone(), Puller::new(def)?);
+            }
+        }
+        Ok(AppState {
+            store: ingestor.store().clone(),
+            ingestor,
+            max_body_bytes,
+            pullers: Arc::new(pullers),
+        })
+    }
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new().route("/health", get(health)).with_state(state)
+    let limit = state.max_body_bytes;
+    Router::new()
+        .route("/health", get(health))
+        .route("/v1/sources/{system}/records", post(ingest::post_records))
+        .route("/v1/sources/{system}/pull", post(pull::post_pull))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
 }
 
 /// `200 {"status":"ok", ...}` when the event store answers a read, otherwise
@@ -32,7 +69,7 @@ async fn health(State(state): State<AppState>) -> Response {
             "status": "ok",
             "event_store": state.store.backend(),
             "log_head": head.0,
-            "source_systems": state.sources.len(),
+            "source_systems": state.ingestor.sources().len(),
         }))
         .into_response(),
         Err(error) => {

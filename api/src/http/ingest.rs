@@ -1,0 +1,192 @@
+//! `POST /v1/sources/{system}/records`: records pushed by a source system.
+//!
+//! The body's media type says how to split it: `application/json` (one
+//! document, or a JSON array of documents), `application/x-ndjson` (one
+//! document a line) or `text/csv` (a header row, then one record a row). A
+//! system whose format is `debezium` takes Debezium change events in either
+//! JSON form. The answer lists, per record, what happened: captured,
+//! changed, unchanged, retracted, ignored, erased or rejected with the
+//! reason and the field. A bad record never stops the others; a body over
+//! the size limit gets 413 and nothing of it is stored.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use mdm_commands::import::Syntax;
+use mdm_commands::ingest::{IngestContext, IngestError, Outcome, RecordOutcome, Tally};
+use mdm_commands::input::InputRecord;
+use mdm_domain::metadata::Actor;
+use mdm_domain::source::InputFormat;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::problem::Problem;
+use super::AppState;
+
+/// Records per ingest call; a body's records are ingested in such batches.
+const BATCH: usize = 1000;
+
+pub async fn post_records(
+    State(state): State<AppState>,
+    Path(system): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Some(def) = state.ingestor.sources().get(&system) else {
+        return Problem::new(
+            StatusCode::NOT_FOUND,
+            "Unknown source system",
+            "no source system of that name is configured",
+        )
+        .field("system")
+        .into_response();
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Body too large",
+                format!(
+                    "the body is larger than the limit of {} bytes; nothing was stored. Split it, or use `mdm import` for files",
+                    state.max_body_bytes
+                ),
+            )
+            .into_response();
+        }
+        Err(rejection) => {
+            return Problem::new(
+                rejection.status(),
+                "Unreadable body",
+                "the request body could not be read",
+            )
+            .into_response();
+        }
+    };
+    let debezium = def.format == InputFormat::Debezium;
+    let syntax = match media_type(&headers).as_deref() {
+        Some("text/csv") => Syntax::Csv,
+        Some("application/json" | "application/x-ndjson" | "application/ndjson" | "application/jsonl") if debezium => {
+            Syntax::Debezium
+        }
+        Some("application/json" | "application/x-ndjson" | "application/ndjson" | "application/jsonl") => Syntax::Json,
+        _ => {
+            return Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported media type",
+                "send application/json (one record or an array), application/x-ndjson or text/csv",
+            )
+            .field("Content-Type")
+            .into_response();
+        }
+    };
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Empty body",
+            "the body holds no record",
+        )
+        .field("body")
+        .into_response();
+    }
+    // A single JSON object is answered as one record; anything else as a batch.
+    let single = syntax != Syntax::Csv && body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let records = match tokio::task::spawn_blocking(move || {
+        syntax.records(std::io::Cursor::new(body)).collect::<Vec<InputRecord>>()
+    })
+    .await
+    {
+        Ok(records) => records,
+        Err(_) => return Problem::unavailable("ingest pipeline").into_response(),
+    };
+    let single = single && records.len() == 1;
+
+    let ctx = IngestContext {
+        actor: Actor::Source(system.clone()),
+        correlation_id: Uuid::now_v7(),
+        occurred_at: chrono::Utc::now(),
+    };
+    let mut outcomes: Vec<RecordOutcome> = Vec::with_capacity(records.len());
+    let mut records = records.into_iter().peekable();
+    while records.peek().is_some() {
+        let batch: Vec<InputRecord> = records.by_ref().take(BATCH).collect();
+        match state.ingestor.ingest(&system, batch, &ctx).await {
+            Ok(done) => outcomes.extend(done),
+            Err(error) => return ingest_failure(&error, outcomes.len()),
+        }
+    }
+    let mut tally = Tally::default();
+    for o in &outcomes {
+        tally.add(&o.outcome);
+    }
+    tracing::info!(
+        system = %system,
+        correlation_id = %ctx.correlation_id,
+        records = outcomes.len(),
+        captured = tally.captured,
+        changed = tally.changed,
+        unchanged = tally.unchanged,
+        rejected = tally.rejected,
+        "records ingested"
+    );
+    if single {
+        if let Some(RecordOutcome {
+            outcome: Outcome::Rejected { field, reason },
+            ..
+        }) = outcomes.first()
+        {
+            let mut problem = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Record rejected", reason.clone());
+            if let Some(field) = field {
+                problem = problem.field(field.clone());
+            }
+            return problem
+                .with("correlation_id", json!(ctx.correlation_id))
+                .into_response();
+        }
+    }
+    let status = if single && matches!(outcomes.first(), Some(o) if matches!(o.outcome, Outcome::Captured { .. })) {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    (
+        status,
+        Json(json!({
+            "system": system,
+            "correlation_id": ctx.correlation_id,
+            "summary": tally,
+            "records": outcomes,
+        })),
+    )
+        .into_response()
+}
+
+/// The media type without parameters, lowercased.
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(value.split(';').next()?.trim().to_ascii_lowercase())
+}
+
+/// A batch stopped by the storage side: 503 (or 404 for a system that went
+/// away). Records of earlier batches are stored; re-sending the whole body
+/// stores nothing twice.
+fn ingest_failure(error: &IngestError, answered: usize) -> Response {
+    match error {
+        IngestError::UnknownSystem => Problem::new(
+            StatusCode::NOT_FOUND,
+            "Unknown source system",
+            "no source system of that name is configured",
+        )
+        .field("system")
+        .into_response(),
+        other => {
+            tracing::error!(error = %other, answered, "ingest failed");
+            Problem::unavailable("event store or key store")
+                .with("records_stored_before_failure", json!(answered))
+                .into_response()
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Helpers shared by the integration tests that run the real `mdm` binary.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Starts `mdm serve` in `dir` on a free port and returns it with its address.
+pub fn start(dir: &std::path::Path, extra_env: &[(&str, &str)]) -> (Child, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mdm"));
+    cmd.arg("serve")
+        .current_dir(dir)
+        .env_clear()
+        .env("MDM_HTTP_LISTEN", "127.0.0.1:0")
+        .env("MDM_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("mdm starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("mdm is serving") {
+                let addr = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("address="))
+                    .map(str::to_owned);
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("mdm announces its address")
+        .expect("address in the log line");
+    (child, addr)
+}
+
+/// `GET /health`, which must answer 200 with JSON.
+pub async fn health(addr: &str) -> serde_json::Value {
+    let response = reqwest::get(format!("http://{addr}/health"))
+        .await
+        .expect("health answers");
+    assert_eq!(response.status(), 200);
+    response.json().await.expect("json")
+}
+
+/// Runs `mdm serve` in `dir` with only `env`, expects it to refuse to start,
+/// and returns what it printed on stderr.
+pub fn refused_start(dir: &std::path::Path, env: &[(&str, &std::ffi::OsStr)]) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mdm"));
+    cmd.arg("serve")
+        .current_dir(dir)
+        .env_clear()
+        .env("MDM_HTTP_LISTEN", "127.0.0.1:0");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("runs");
+    assert!(!out.status.success(), "mdm started although it should not");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    for _ in 0..200 {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    panic!("mdm did not stop within 10 s of SIGTERM");
+}
+
+/// A valid master key for tests that run on PostgreSQL (32 bytes, base64).
+pub const TEST_MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+/// The sources example the README documents.
+pub const SOURCES_EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/sources.example.toml");
+
+/// A database of its own on the test server, dropped when this value is.
+#[derive(Debug)]
+pub struct PgDatabase {
+    pub admin: String,
+    pub name: String,
+    pub url: String,
+}
+
+impl PgDatabase {
+    pub fn create(purpose: &str) -> PgDatabase {
+        let admin = std::env::var("MDM_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".to_owned());
+        let name = format!(
+            "mdm_test_{purpose}_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .subsec_nanos()
+        );
+        let url = match admin.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{name}"),
+            None => panic!("MDM_TEST_DATABASE_URL has no database part"),
+        };
+        let db = PgDatabase { admin, name, url };
+        db.psql(&format!("CREATE DATABASE {}", db.name));
+        db
+    }
+
+    /// Runs SQL on the admin database.
+    pub fn psql(&self, sql: &str) -> String {
+        psql(&self.admin, sql)
+    }
+
+    /// Runs SQL on this database and returns its unaligned output.
+    pub fn query(&self, sql: &str) -> String {
+        psql(&self.url, sql)
+    }
+}
+
+fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .arg(url)
+        .args(["-qAtc", sql])
+        .output()
+        .expect("psql runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .arg(&self.admin)
+            .args(["-qc", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)])
+            .output();
+    }
+}
