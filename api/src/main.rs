@@ -15,6 +15,13 @@ use tracing_subscriber::EnvFilter;
 
 mod progress;
 
+/// mimalloc instead of the system allocator: ingestion allocates and frees
+/// many small values (parsed records, attributes, sealed payloads) across
+/// threads, and glibc's malloc took about a fifth of `mdm import`'s CPU in
+/// a profile (`perf`, docs/bench/ingest.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(name = "mdm", version, about = "Event-sourced customer master data management")]
 struct Cli {
@@ -64,8 +71,9 @@ struct ImportArgs {
     /// records that are not in it (skipped if any record is rejected).
     #[arg(long)]
     full_snapshot: bool,
-    /// Records per batch.
-    #[arg(long, default_value_t = 2000)]
+    /// Records per batch: one commit each (bigger batches amortize the
+    /// commit's write of the index pages they touch; see docs/bench/ingest.md).
+    #[arg(long, default_value_t = 8000)]
     batch_size: usize,
 }
 

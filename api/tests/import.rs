@@ -6,37 +6,10 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{start, terminate, PgDatabase, SOURCES_EXAMPLE, TEST_MASTER_KEY};
+use common::{start, terminate, Backend, Deployment};
 use serde_json::Value;
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-struct Deployment {
-    dir: tempfile::TempDir,
-    db: Option<PgDatabase>,
-}
-
 impl Deployment {
-    fn new(backend: Backend) -> Deployment {
-        Deployment {
-            dir: tempfile::tempdir().expect("temp dir"),
-            db: (backend == Backend::Postgres).then(|| PgDatabase::create("import")),
-        }
-    }
-
-    fn env(&self) -> Vec<(String, String)> {
-        let mut env = vec![("MDM_SOURCES_FILE".to_owned(), SOURCES_EXAMPLE.to_owned())];
-        if let Some(db) = &self.db {
-            env.push(("MDM_EVENT_STORE_URL".into(), db.url.clone()));
-            env.push(("MDM_MASTER_KEY".into(), TEST_MASTER_KEY.into()));
-        }
-        env
-    }
-
     /// Runs `mdm <args>`; returns (success, stdout JSON or Null, stderr).
     fn mdm(&self, args: &[&str]) -> (bool, Value, String) {
         let out = Command::new(env!("CARGO_BIN_EXE_mdm"))
@@ -92,7 +65,7 @@ fn finance_file(rows: &[String]) -> Vec<u8> {
 }
 
 async fn a_csv_file_is_imported_once_and_a_full_snapshot_retracts_what_it_lacks(backend: Backend) {
-    let d = Deployment::new(backend);
+    let d = Deployment::new(backend, "import");
     let rows: Vec<String> = (1..=5).map(|i| finance_row(i, &format!("Person{i}"))).collect();
     let mut with_bad = rows.clone();
     with_bad.insert(2, "FA-99,Bad,,Date,,,,,,,,,,,31.31.1980,auto".to_owned());
@@ -153,7 +126,7 @@ async fn a_csv_file_is_imported_once_and_a_full_snapshot_retracts_what_it_lacks(
 }
 
 async fn json_ndjson_and_debezium_files_are_imported(backend: Backend) {
-    let d = Deployment::new(backend);
+    let d = Deployment::new(backend, "import");
     let dealer = r#"[
       {"CustNo": "B-1", "CustName": "GROVES, MATTHEW J", "EMail": "mg@example.test", "CityStZip": "Springfield, IL 62704", "BirthDt": "19800203"},
       {"CustNo": "B-2", "CustName": "HALE, BO", "BirthDt": "1980/02/03"},
@@ -189,7 +162,7 @@ async fn json_ndjson_and_debezium_files_are_imported(backend: Backend) {
 /// The generator's files, all seven systems, import without a single
 /// rejection, and a second import stores nothing.
 async fn the_generated_data_set_imports_cleanly(backend: Backend) {
-    let d = Deployment::new(backend);
+    let d = Deployment::new(backend, "import");
     let out = d.dir.path().join("demo");
     let (ok, summary, stderr) = d.mdm(&["datagen", "--out", out.to_str().expect("utf-8"), "--people", "300"]);
     assert!(ok, "{stderr}");
@@ -209,29 +182,6 @@ async fn the_generated_data_set_imports_cleanly(backend: Backend) {
         );
     }
     assert!(imported >= 300, "{imported} records captured");
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),+ $(,)?) => {
-        mod sqlite {
-            use super::*;
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(Backend::Sqlite).await;
-                }
-            )+
-        }
-        mod postgres {
-            use super::*;
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(Backend::Postgres).await;
-                }
-            )+
-        }
-    };
 }
 
 on_both_backends!(

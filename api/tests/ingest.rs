@@ -5,41 +5,10 @@
 
 mod common;
 
-use common::{start, terminate, PgDatabase, SOURCES_EXAMPLE, TEST_MASTER_KEY};
+use common::{start, terminate, Backend, Deployment, SOURCES_EXAMPLE};
 use serde_json::{json, Value};
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// A service's data, kept across restarts.
-struct Deployment {
-    dir: tempfile::TempDir,
-    db: Option<PgDatabase>,
-    extra: Vec<(String, String)>,
-}
-
 impl Deployment {
-    fn new(backend: Backend) -> Deployment {
-        Deployment {
-            dir: tempfile::tempdir().expect("temp dir"),
-            db: (backend == Backend::Postgres).then(|| PgDatabase::create("ingest")),
-            extra: Vec::new(),
-        }
-    }
-
-    fn env(&self) -> Vec<(String, String)> {
-        let mut env = vec![("MDM_SOURCES_FILE".to_owned(), SOURCES_EXAMPLE.to_owned())];
-        if let Some(db) = &self.db {
-            env.push(("MDM_EVENT_STORE_URL".into(), db.url.clone()));
-            env.push(("MDM_MASTER_KEY".into(), TEST_MASTER_KEY.into()));
-        }
-        env.extend(self.extra.iter().cloned());
-        env
-    }
-
     fn serve(&self) -> Service {
         let env = self.env();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -137,7 +106,7 @@ const SECRETS: &[&str] = &[
 ];
 
 async fn single_json_records_are_captured_changed_unchanged_or_rejected(backend: Backend) {
-    let deployment = Deployment::new(backend);
+    let deployment = Deployment::new(backend, "ingest");
     let service = deployment.serve();
     let first = web_signup("W-1", "Zebulon", "1980-02-03").to_string();
     let (status, _, body) = service.post("web_signup", "application/json", first.clone()).await;
@@ -190,7 +159,7 @@ async fn single_json_records_are_captured_changed_unchanged_or_rejected(backend:
 }
 
 async fn batches_report_each_record_and_a_bad_one_never_stops_the_rest(backend: Backend) {
-    let deployment = Deployment::new(backend);
+    let deployment = Deployment::new(backend, "ingest");
     let service = deployment.serve();
     // A JSON array: good, malformed, missing id, good, and a duplicate of the first.
     let body = format!(
@@ -273,7 +242,7 @@ fn envelope(op: &str, before: Value, after: Value, ts_ms: u64, wrapped: bool) ->
 }
 
 async fn debezium_events_capture_change_and_retract(backend: Backend) {
-    let deployment = Deployment::new(backend);
+    let deployment = Deployment::new(backend, "ingest");
     let service = deployment.serve();
     let v1 = cdc_row(7, "Ottoline", "ottoline.cdc@shop.test");
     let v2 = cdc_row(7, "Ottoline", "ottoline.new@shop.test");
@@ -325,7 +294,7 @@ async fn debezium_events_capture_change_and_retract(backend: Backend) {
 }
 
 async fn an_oversize_body_gets_413_and_stores_nothing(backend: Backend) {
-    let mut deployment = Deployment::new(backend);
+    let mut deployment = Deployment::new(backend, "ingest");
     deployment.extra.push(("MDM_HTTP_MAX_BODY_BYTES".into(), "2000".into()));
     let service = deployment.serve();
     let (status, _, body) = service
@@ -357,7 +326,7 @@ async fn an_oversize_body_gets_413_and_stores_nothing(backend: Backend) {
 }
 
 async fn no_personal_value_is_stored_in_plaintext(backend: Backend) {
-    let deployment = Deployment::new(backend);
+    let deployment = Deployment::new(backend, "ingest");
     let service = deployment.serve();
     let (status, _, body) = service
         .post(
@@ -431,7 +400,7 @@ async fn warranty_server() -> String {
 
 async fn a_pull_source_is_asked_per_customer_over_http(backend: Backend) {
     let base = warranty_server().await;
-    let mut deployment = Deployment::new(backend);
+    let mut deployment = Deployment::new(backend, "ingest");
     let sources = std::fs::read_to_string(SOURCES_EXAMPLE)
         .expect("example")
         .replace("http://warranty.internal", &base);
@@ -478,29 +447,6 @@ async fn a_pull_source_is_asked_per_customer_over_http(backend: Backend) {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),+ $(,)?) => {
-        mod sqlite {
-            use super::*;
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(Backend::Sqlite).await;
-                }
-            )+
-        }
-        mod postgres {
-            use super::*;
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(Backend::Postgres).await;
-                }
-            )+
-        }
-    };
 }
 
 on_both_backends!(

@@ -66,6 +66,10 @@ pub struct ImportOptions {
     pub full_snapshot: bool,
 }
 
+/// The raw bytes a batch holds at most; a batch closes at this size or at
+/// its record count, whichever comes first.
+pub const MAX_BATCH_BYTES: usize = 8 << 20;
+
 /// How many rejections a report lists (all are counted).
 pub const MAX_LISTED_REJECTIONS: usize = 1000;
 
@@ -125,15 +129,20 @@ pub async fn import_reader<R: Read + Send + 'static>(
         count: bytes.clone(),
     };
     let batch_size = options.batch_size.max(1);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<InputRecord>>(4);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<InputRecord>>(1);
     let syntax = options.syntax;
     let reader_thread = std::thread::Builder::new()
         .name("mdm-import-reader".into())
         .spawn(move || {
             let mut batch = Vec::with_capacity(batch_size);
+            let mut batch_bytes = 0usize;
             for record in syntax.records(BufReader::with_capacity(256 * 1024, counting)) {
+                batch_bytes += record.item.as_ref().map_or(0, |i| i.raw.len());
                 batch.push(record);
-                if batch.len() == batch_size {
+                // Bounded by count and by bytes, so memory stays bounded
+                // whatever the records' size.
+                if batch.len() == batch_size || batch_bytes >= MAX_BATCH_BYTES {
+                    batch_bytes = 0;
                     let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
                     if tx.blocking_send(full).is_err() {
                         return;
@@ -158,9 +167,10 @@ pub async fn import_reader<R: Read + Send + 'static>(
     let preparer = {
         let ingestor = ingestor.clone();
         let system = system.to_owned();
+        let ctx = ctx.clone();
         tokio::spawn(async move {
             while let Some(batch) = rx.recv().await {
-                let prepared = ingestor.prepare_batch(&system, batch).await;
+                let prepared = ingestor.prepare_batch(&system, batch, &ctx).await;
                 let failed = prepared.is_err();
                 if prepared_tx.send(prepared).await.is_err() || failed {
                     return;

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
-use mdm_domain::metadata::{deterministic_event_id, Actor, EventMetadata};
+use mdm_domain::metadata::{anchored_event_id, deterministic_event_id, Actor, EventMetadata};
 use mdm_domain::source::{map_record, InputFormat, SourceDefinition, SourceDefinitions};
 use mdm_domain::source_record::{
     self, decide, Decision, Incoming, OrderKey, RecordState, RetractionContent, RetractionReason, SourceOrder,
@@ -40,7 +40,7 @@ use crate::input::{ChangeOp, InputItem, InputRecord};
 
 /// How many appends of one batch are in flight at once. The SQLite writer
 /// commits whatever is queued together, so this is also its group size.
-const APPENDS_IN_FLIGHT: usize = 2048;
+const APPENDS_IN_FLIGHT: usize = 8192;
 
 /// How often one record is decided again after losing a race.
 const MAX_ATTEMPTS: usize = 5;
@@ -183,6 +183,9 @@ struct Pending {
     /// exist yet and need not be read. False for later copies of the record
     /// in the batch and for retries.
     fresh: bool,
+    /// For a fresh record, its `SourceRecordCaptured` event at version 0,
+    /// built (sealed) while preparing: a fresh record can only be captured.
+    prebuilt: Option<NewEvent>,
     attempts: usize,
 }
 
@@ -242,14 +245,19 @@ impl Ingestor {
         records: Vec<InputRecord>,
         ctx: &IngestContext,
     ) -> Result<Vec<RecordOutcome>, IngestError> {
-        let batch = self.prepare_batch(system, records).await?;
+        let batch = self.prepare_batch(system, records, ctx).await?;
         self.commit_batch(batch, ctx).await
     }
 
     /// Maps every record and fetches or creates the keys of the batch, in
     /// one key-store call for the records that bring content and one for
     /// deletions (a deletion of an unknown record needs no key).
-    pub async fn prepare_batch(&self, system: &str, records: Vec<InputRecord>) -> Result<PreparedBatch, IngestError> {
+    pub async fn prepare_batch(
+        &self,
+        system: &str,
+        records: Vec<InputRecord>,
+        ctx: &IngestContext,
+    ) -> Result<PreparedBatch, IngestError> {
         let def = self.sources.get(system).ok_or(IngestError::UnknownSystem)?;
         let started = std::time::Instant::now();
         let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
@@ -311,10 +319,20 @@ impl Ingestor {
                 }
             }
         }
+        let keyed = started.elapsed();
+        // Records whose key this batch created have no stream yet: their
+        // capture event is sealed now, while the previous batch commits.
+        for p in pending.iter_mut() {
+            if let (true, ChangeOp::Upsert, Some(SubjectKey::Active { key_id, key })) = (p.fresh, p.op, &p.key) {
+                let digest = digest(key, &p.item);
+                p.prebuilt = Some(build_event(def, p, Decision::Capture, key, *key_id, digest, 0, ctx)?);
+            }
+        }
         tracing::debug!(
             records = locators.len(),
             map_ms = mapped.as_secs_f64() * 1e3,
-            keys_ms = (started.elapsed() - mapped).as_secs_f64() * 1e3,
+            keys_ms = (keyed - mapped).as_secs_f64() * 1e3,
+            seal_ms = (started.elapsed() - keyed).as_secs_f64() * 1e3,
             "ingest batch prepared"
         );
         Ok(PreparedBatch {
@@ -401,6 +419,7 @@ impl Ingestor {
             item,
             key: None,
             fresh: false,
+            prebuilt: None,
             attempts: 0,
         })
     }
@@ -432,7 +451,11 @@ impl Ingestor {
         let read = started.elapsed();
         let records = round.len();
         let mut appends = Vec::new();
-        for (p, last) in round.into_iter().zip(last) {
+        for (mut p, last) in round.into_iter().zip(last) {
+            if let Some(event) = p.prebuilt.take() {
+                appends.push((p, ExpectedVersion::NoStream, Decision::Capture, event));
+                continue;
+            }
             let (state, key) = match p.key.clone() {
                 None => (RecordState::Absent, None),
                 Some(SubjectKey::Destroyed { .. }) => (RecordState::Erased, None),
@@ -652,10 +675,24 @@ fn hex(bytes: &[u8]) -> String {
     out
 }
 
-/// Seals `value` as JSON under `key`, bound to the stream it belongs to, so
-/// a sealed payload copied into another stream does not open.
+/// The first plaintext byte of a sealed value: LZ4-compressed JSON (the
+/// size prepended). A plaintext starting with `{` is plain JSON.
+const SEALED_LZ4_JSON: u8 = 1;
+
+/// The largest plaintext a sealed value may claim to decompress to.
+const MAX_SEALED_PLAINTEXT: usize = 64 << 20;
+
+/// Seals `value` under `key`, bound to the stream it belongs to (a sealed
+/// payload copied into another stream does not open): JSON, compressed
+/// with LZ4, encrypted, base64. Compression comes first because ciphertext
+/// does not compress; raw records are repetitive (a Debezium envelope
+/// repeats its schema in every event), so it shrinks the log and the write
+/// work of every append (measured in docs/bench/ingest.md).
 pub fn seal<T: Serialize>(key: &DataKey, stream: &str, value: &T) -> Result<String, serde_json::Error> {
-    let plain = serde_json::to_vec(value)?;
+    let json = serde_json::to_vec(value)?;
+    let mut plain = Vec::with_capacity(json.len() / 2 + 16);
+    plain.push(SEALED_LZ4_JSON);
+    plain.extend_from_slice(&lz4_flex::compress_prepend_size(&json));
     Ok(base64::engine::general_purpose::STANDARD.encode(key.seal(stream.as_bytes(), &plain)))
 }
 
@@ -664,7 +701,20 @@ pub fn seal<T: Serialize>(key: &DataKey, stream: &str, value: &T) -> Result<Stri
 pub fn open<T: serde::de::DeserializeOwned>(key: &DataKey, stream: &str, sealed: &str) -> Option<T> {
     let bytes = base64::engine::general_purpose::STANDARD.decode(sealed).ok()?;
     let plain = key.open(stream.as_bytes(), &bytes).ok()?;
-    serde_json::from_slice(&plain).ok()
+    match plain.split_first()? {
+        (&SEALED_LZ4_JSON, compressed) => {
+            let claimed = compressed
+                .get(..4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)?;
+            if claimed > MAX_SEALED_PLAINTEXT {
+                return None;
+            }
+            let json = lz4_flex::decompress_size_prepended(compressed).ok()?;
+            serde_json::from_slice(&json).ok()
+        }
+        (b'{', _) => serde_json::from_slice(&plain).ok(),
+        _ => None,
+    }
 }
 
 /// Opens the content of a captured or changed event with its key.
@@ -749,7 +799,8 @@ fn build_event(
         };
         (Json::encode(&payload).map_err(internal)?, id_part)
     };
-    let id = deterministic_event_id(
+    let id = anchored_event_id(
+        key_id,
         event_type,
         &[p.stream.as_bytes(), &version.to_be_bytes(), id_part.as_bytes()],
     );
@@ -796,6 +847,26 @@ fn debezium_source_order(raw: &str) -> Option<SourceOrder> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sealed_values_round_trip_and_are_bound_to_their_stream() {
+        let key = DataKey::generate();
+        let value = serde_json::json!({"raw": "x".repeat(5000), "name": "Ann"});
+        let sealed = seal(&key, "source-a-01", &value).expect("seals");
+        assert!(sealed.len() < 1000, "compressed before sealing: {} bytes", sealed.len());
+        assert_eq!(open::<serde_json::Value>(&key, "source-a-01", &sealed), Some(value));
+        assert_eq!(
+            open::<serde_json::Value>(&key, "source-a-02", &sealed),
+            None,
+            "another stream"
+        );
+        assert_eq!(
+            open::<serde_json::Value>(&DataKey::generate(), "source-a-01", &sealed),
+            None,
+            "another key"
+        );
+        assert_eq!(open::<serde_json::Value>(&key, "source-a-01", "not base64!"), None);
+    }
 
     #[test]
     fn debezium_positions_come_from_the_source_block() {

@@ -16,4 +16,5 @@
 pub mod import;
 pub mod ingest;
 pub mod input;
+pub mod opened;
 pub mod pull;

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 
 use crate::ingest::{IngestContext, IngestError, Ingestor, Outcome};
 use crate::input::DEFAULT_MAX_RECORD_BYTES;
-use crate::input::{json_kind, json_syntax_error, ChangeOp, InputError, InputErrorKind, InputItem, InputRecord};
+use crate::input::{InputError, InputItem, InputRecord};
 
 /// How many keys are being asked for at once (each still waits for its turn
 /// on the rate limiter).
@@ -470,20 +470,7 @@ async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, BodyError
 /// body that is not UTF-8 or not one JSON object is a rejected record.
 fn record_item(body: Vec<u8>) -> Result<InputItem, InputError> {
     let raw = String::from_utf8(body).map_err(|_| InputError::not_utf8())?;
-    let value: serde_json::Value = serde_json::from_str(&raw).map_err(|e| json_syntax_error(&e))?;
-    if !value.is_object() {
-        return Err(InputError::new(
-            InputErrorKind::Malformed,
-            format!("expected a JSON object, found {}", json_kind(&value)),
-        ));
-    }
-    Ok(InputItem {
-        raw,
-        raw_header: None,
-        value,
-        op: ChangeOp::Upsert,
-        compared: None,
-    })
+    crate::input::json::parse(raw)
 }
 
 /// Statuses worth asking again: timeouts, rate limiting, server errors.

@@ -166,7 +166,7 @@ impl PostgresEventStore {
     }
 }
 
-async fn create_schema(pool: &PgPool, schema: &str) -> Result<(), sqlx::Error> {
+pub(crate) async fn create_schema(pool: &PgPool, schema: &str) -> Result<(), sqlx::Error> {
     // Two processes starting together may both try; the loser gets a unique
     // violation (23505) or duplicate_schema (42P06), both meaning it is there.
     match pool

@@ -36,13 +36,7 @@ pub async fn post_records(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let Some(def) = state.ingestor.sources().get(&system) else {
-        return Problem::new(
-            StatusCode::NOT_FOUND,
-            "Unknown source system",
-            "no source system of that name is configured",
-        )
-        .field("system")
-        .into_response();
+        return Problem::unknown_system().into_response();
     };
     let body = match body {
         Ok(body) => body,
@@ -175,13 +169,7 @@ fn media_type(headers: &HeaderMap) -> Option<String> {
 /// stores nothing twice.
 fn ingest_failure(error: &IngestError, answered: usize) -> Response {
     match error {
-        IngestError::UnknownSystem => Problem::new(
-            StatusCode::NOT_FOUND,
-            "Unknown source system",
-            "no source system of that name is configured",
-        )
-        .field("system")
-        .into_response(),
+        IngestError::UnknownSystem => Problem::unknown_system().into_response(),
         other => {
             tracing::error!(error = %other, answered, "ingest failed");
             Problem::unavailable("event store or key store")

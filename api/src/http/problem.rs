@@ -47,6 +47,16 @@ impl Problem {
         self
     }
 
+    /// 404 for a source system the sources file does not declare.
+    pub fn unknown_system() -> Problem {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "Unknown source system",
+            "no source system of that name is configured",
+        )
+        .field("system")
+    }
+
     /// 503 for a backend that does not answer; the cause goes to the log only.
     pub fn unavailable(what: &'static str) -> Problem {
         Problem::new(

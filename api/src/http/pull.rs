@@ -39,13 +39,7 @@ pub async fn post_pull(
     body: Result<Json<PullRequest>, JsonRejection>,
 ) -> Response {
     if state.ingestor.sources().get(&system).is_none() {
-        return Problem::new(
-            StatusCode::NOT_FOUND,
-            "Unknown source system",
-            "no source system of that name is configured",
-        )
-        .field("system")
-        .into_response();
+        return Problem::unknown_system().into_response();
     }
     let Some(puller) = state.pullers.get(&system) else {
         return Problem::new(

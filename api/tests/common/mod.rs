@@ -144,3 +144,67 @@ impl Drop for PgDatabase {
             .output();
     }
 }
+
+/// The event store a test deployment runs on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A service's data folder and, on PostgreSQL, its database; kept across
+/// restarts of the binary within one test.
+pub struct Deployment {
+    pub dir: tempfile::TempDir,
+    pub db: Option<PgDatabase>,
+    /// More environment for the binary (later entries win).
+    pub extra: Vec<(String, String)>,
+}
+
+impl Deployment {
+    pub fn new(backend: Backend, purpose: &str) -> Deployment {
+        Deployment {
+            dir: tempfile::tempdir().expect("temp dir"),
+            db: (backend == Backend::Postgres).then(|| PgDatabase::create(purpose)),
+            extra: Vec::new(),
+        }
+    }
+
+    /// The binary's environment: the sources example, and on PostgreSQL
+    /// the database and a master key.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = vec![("MDM_SOURCES_FILE".to_owned(), SOURCES_EXAMPLE.to_owned())];
+        if let Some(db) = &self.db {
+            env.push(("MDM_EVENT_STORE_URL".into(), db.url.clone()));
+            env.push(("MDM_MASTER_KEY".into(), TEST_MASTER_KEY.into()));
+        }
+        env.extend(self.extra.iter().cloned());
+        env
+    }
+}
+
+/// Runs each named `async fn(Backend)` of the test file as two tests,
+/// `sqlite::NAME` and `postgres::NAME`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(Backend::Sqlite).await;
+                }
+            )+
+        }
+        mod postgres {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(Backend::Postgres).await;
+                }
+            )+
+        }
+    };
+}

@@ -521,8 +521,9 @@ impl<R: BufRead> JsonRecords<R> {
     }
 }
 
-/// Parses a record that must be a JSON object.
-fn parse(raw: String) -> Result<InputItem, InputError> {
+/// Parses a record that must be a JSON object (also used for the answers
+/// of the pull adapter).
+pub(crate) fn parse(raw: String) -> Result<InputItem, InputError> {
     let value: Value = serde_json::from_str(&raw).map_err(|e| json_syntax_error(&e))?;
     if !value.is_object() {
         return Err(InputError::new(

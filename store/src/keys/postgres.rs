@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Executor, PgPool};
+use sqlx::{ConnectOptions, PgPool};
 use uuid::Uuid;
 
 use super::{
@@ -108,7 +108,7 @@ impl PostgresKeyStore {
             .connect_with(connect)
             .await
             .map_err(db_err)?;
-        create_schema(&pool, schema).await.map_err(db_err)?;
+        crate::postgres::create_schema(&pool, schema).await.map_err(db_err)?;
         MIGRATOR
             .run(&pool)
             .await
@@ -142,18 +142,6 @@ impl PostgresKeyStore {
                 Ok((subject, key))
             })
             .collect()
-    }
-}
-
-async fn create_schema(pool: &PgPool, schema: &str) -> Result<(), sqlx::Error> {
-    // Two processes starting together may both try; the loser gets a unique
-    // violation (23505) or duplicate_schema (42P06), both meaning it is there.
-    match pool
-        .execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str())
-        .await
-    {
-        Err(sqlx::Error::Database(db)) if matches!(db.code().as_deref(), Some("23505" | "42P06")) => Ok(()),
-        other => other.map(|_| ()),
     }
 }
 

@@ -151,6 +151,11 @@ fn open_blocking(path: PathBuf, master: MasterKey) -> Result<SqliteKeyStore, Key
     writer.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
     writer.pragma_update(None, "secure_delete", "ON").map_err(open_err)?;
     writer.pragma_update(None, "cache_size", -CACHE_KIB).map_err(open_err)?;
+    // Fewer, larger checkpoints during bulk key creation (as in the event
+    // store); a destroy still checkpoints at once (see `destroy`).
+    writer
+        .pragma_update(None, "wal_autocheckpoint", 16_384)
+        .map_err(open_err)?;
     writer.set_prepared_statement_cache_capacity(16);
     migrate(&mut writer, &path)?;
     let naming = load_naming_key(&mut writer, &master)?;

@@ -1,0 +1,169 @@
+//! Reading source-record events back in plaintext, at the edges that need
+//! it (the resolver, projections, a right-to-know export).
+//!
+//! [`SourceRecordOpener::open`] turns a stored event into what it says. A
+//! record whose data key is missing or destroyed reads as
+//! [`OpenedEvent::Erased`]: erasure is a normal state of the log, never an
+//! error that stops a projection. Keys are cached (unwrapped) for the
+//! opener's lifetime, bounded in number, so a replay of the log does not
+//! ask the key store once per event.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use mdm_domain::metadata::EventMetadata;
+use mdm_domain::source_record::{
+    self, RetractionContent, RetractionReason, SourceRecordContent, SourceRecordRetracted, SourceRecordVersion,
+};
+use mdm_store::keys::{DataKey, KeyStore, KeyStoreError, SubjectKey};
+use mdm_store::RecordedEvent;
+use uuid::Uuid;
+
+use crate::ingest::open;
+
+/// What a source-record event says, opened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpenedEvent {
+    /// A captured or changed version, in plaintext.
+    Version {
+        system: String,
+        /// True for `SourceRecordCaptured`.
+        captured: bool,
+        content: Box<SourceRecordContent>,
+    },
+    /// A retraction, with the source's announcement when it sent one.
+    Retracted {
+        system: String,
+        reason: RetractionReason,
+        content: Option<RetractionContent>,
+    },
+    /// The record's key is gone: its person was erased. Nothing personal
+    /// can be read from this event any more.
+    Erased { system: String },
+    /// Not a source-record event, or one this build cannot decode (the
+    /// position says which; it is skipped, not fatal).
+    Other,
+}
+
+/// Opens source-record events with the key store's keys.
+#[derive(Debug, Clone)]
+pub struct SourceRecordOpener {
+    keys: Arc<dyn KeyStore>,
+    cache: Arc<Mutex<HashMap<Uuid, Option<DataKey>>>>,
+    capacity: usize,
+}
+
+impl SourceRecordOpener {
+    /// An opener caching at most `capacity` keys (cleared when full).
+    pub fn new(keys: Arc<dyn KeyStore>, capacity: usize) -> SourceRecordOpener {
+        SourceRecordOpener {
+            keys,
+            cache: Arc::new(Mutex::new(HashMap::new())),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Forgets cached keys, e.g. after an erasure destroyed some.
+    pub fn forget(&self) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.clear();
+        }
+    }
+
+    /// Opens one event. Fails only when the key store does not answer.
+    pub async fn open(&self, event: &RecordedEvent) -> Result<OpenedEvent, KeyStoreError> {
+        Ok(self
+            .open_all(std::slice::from_ref(event))
+            .await?
+            .pop()
+            .unwrap_or(OpenedEvent::Other))
+    }
+
+    /// Opens a page of events, fetching the keys it needs in one call.
+    pub async fn open_all(&self, events: &[RecordedEvent]) -> Result<Vec<OpenedEvent>, KeyStoreError> {
+        let key_ids: Vec<Option<Uuid>> = events
+            .iter()
+            .map(|e| e.metadata.decode::<EventMetadata>().ok().and_then(|m| m.key_id))
+            .collect();
+        let missing: Vec<Uuid> = {
+            let cache = self.cache.lock().map_err(|_| poisoned())?;
+            let mut missing: Vec<Uuid> = key_ids
+                .iter()
+                .flatten()
+                .filter(|id| !cache.contains_key(id))
+                .copied()
+                .collect();
+            missing.sort_unstable();
+            missing.dedup();
+            missing
+        };
+        if !missing.is_empty() {
+            let found = self.keys.by_ids(&missing).await?;
+            let mut cache = self.cache.lock().map_err(|_| poisoned())?;
+            if cache.len() + missing.len() > self.capacity {
+                cache.clear();
+            }
+            for (id, key) in missing.into_iter().zip(found) {
+                let key = match key {
+                    Some(SubjectKey::Active { key, .. }) => Some(key),
+                    Some(SubjectKey::Destroyed { .. }) | None => None,
+                };
+                cache.insert(id, key);
+            }
+        }
+        let cache = self.cache.lock().map_err(|_| poisoned())?;
+        Ok(events
+            .iter()
+            .zip(key_ids)
+            .map(|(event, key_id)| {
+                let key = key_id.and_then(|id| cache.get(&id).cloned().flatten());
+                open_with(event, key.as_ref())
+            })
+            .collect())
+    }
+}
+
+fn poisoned() -> KeyStoreError {
+    KeyStoreError::Internal("the key cache lock was poisoned".into())
+}
+
+/// Opens `event` with `key` (`None`: the key is gone).
+fn open_with(event: &RecordedEvent, key: Option<&DataKey>) -> OpenedEvent {
+    match event.event_type.as_str() {
+        source_record::CAPTURED | source_record::CHANGED => {
+            let Ok(payload) = event.data.decode::<SourceRecordVersion>() else {
+                return OpenedEvent::Other;
+            };
+            let Some(key) = key else {
+                return OpenedEvent::Erased { system: payload.system };
+            };
+            match open::<SourceRecordContent>(key, &event.stream, &payload.sealed) {
+                Some(content) => OpenedEvent::Version {
+                    system: payload.system,
+                    captured: event.event_type == source_record::CAPTURED,
+                    content: Box::new(content),
+                },
+                None => OpenedEvent::Other,
+            }
+        }
+        source_record::RETRACTED => {
+            let Ok(payload) = event.data.decode::<SourceRecordRetracted>() else {
+                return OpenedEvent::Other;
+            };
+            match (&payload.sealed, key) {
+                (Some(_), None) => OpenedEvent::Erased { system: payload.system },
+                (Some(sealed), Some(key)) => OpenedEvent::Retracted {
+                    content: open(key, &event.stream, sealed),
+                    system: payload.system,
+                    reason: payload.reason,
+                },
+                (None, _) => OpenedEvent::Retracted {
+                    system: payload.system,
+                    reason: payload.reason,
+                    content: None,
+                },
+            }
+        }
+        _ => OpenedEvent::Other,
+    }
+}
