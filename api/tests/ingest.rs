@@ -398,7 +398,7 @@ async fn warranty_server() -> String {
     format!("http://{addr}")
 }
 
-async fn a_pull_source_is_asked_per_customer_over_http(backend: Backend) {
+async fn a_pull_source_is_asked_per_customer_over_http_and_the_cli(backend: Backend) {
     let base = warranty_server().await;
     let mut deployment = Deployment::new(backend, "ingest");
     let sources = std::fs::read_to_string(SOURCES_EXAMPLE)
@@ -443,6 +443,25 @@ async fn a_pull_source_is_asked_per_customer_over_http(backend: Backend) {
         .expect("answers");
     assert_eq!(response.status(), 409, "a push source cannot be asked");
     service.stop();
+
+    // The same through the CLI, on the same data: `mdm pull`.
+    let env = deployment.env();
+    let dir = deployment.dir.path().to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mdm"))
+            .args(["pull", "--system", "warranty_api", "--id", "C-1", "--id", "C-404"])
+            .current_dir(dir)
+            .env_clear()
+            .envs(env)
+            .output()
+            .expect("mdm pull runs")
+    })
+    .await
+    .expect("joined");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let body: Value = serde_json::from_slice(&out.stdout).expect("json on stdout");
+    assert_eq!(body[0]["outcome"], "unchanged", "{body}");
+    assert_eq!(body[1]["result"], "not_found", "{body}");
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -455,5 +474,5 @@ on_both_backends!(
     debezium_events_capture_change_and_retract,
     an_oversize_body_gets_413_and_stores_nothing,
     no_personal_value_is_stored_in_plaintext,
-    a_pull_source_is_asked_per_customer_over_http,
+    a_pull_source_is_asked_per_customer_over_http_and_the_cli,
 );
