@@ -91,22 +91,13 @@ pub async fn run_ingest_bench(args: IngestBenchArgs) -> anyhow::Result<()> {
 
     let mut ours = Vec::new();
     let mut baseline = Vec::new();
-    let mut rss_first_quarter = 0u64;
     let mut rss_all = 0u64;
     let mut records = 0u64;
     for run in 0..args.repeat {
         let run_dir = dir.join(format!("run-{run}"));
-        let (n, seconds, first_quarter, all) = import_all(
-            &run_dir,
-            sources.clone(),
-            &files,
-            args.batch_size,
-            generated.source_records,
-        )
-        .await?;
+        let (n, seconds, all) = import_all(&run_dir, sources.clone(), &files, args.batch_size).await?;
         records = n;
         ours.push(n as f64 / seconds);
-        rss_first_quarter = rss_first_quarter.max(first_quarter);
         rss_all = rss_all.max(all);
         let sizes = stored_sizes(&run_dir)?;
         let _ = std::fs::remove_dir_all(&run_dir);
@@ -181,15 +172,13 @@ fn median(v: &[f64]) -> f64 {
 }
 
 /// Imports every file into fresh stores under `dir`. Returns the records
-/// read, the seconds taken, and the peak RSS over the first quarter of the
-/// records and over all of them.
+/// read, the seconds taken, and this process's peak RSS seen meanwhile.
 async fn import_all(
     dir: &Path,
     sources: Arc<mdm_domain::source::SourceDefinitions>,
     files: &[(String, PathBuf)],
     batch_size: usize,
-    expected: u64,
-) -> anyhow::Result<(u64, f64, u64, u64)> {
+) -> anyhow::Result<(u64, f64, u64)> {
     let store = SqliteEventStore::open(dir.join("events.db")).await?;
     let keys = SqliteKeyStore::open(&dir.join("keys.db"), MasterKey::generate()).await?;
     let ingestor = Ingestor::new(Arc::new(store.clone()), Arc::new(keys), sources.clone());
@@ -200,7 +189,7 @@ async fn import_all(
     };
     let started = Instant::now();
     let mut done = 0u64;
-    let (mut rss_quarter, mut rss_all) = (0u64, 0u64);
+    let mut rss_all = 0u64;
     for (system, path) in files {
         let def = sources
             .get(system)
@@ -211,13 +200,8 @@ async fn import_all(
             batch_size,
             full_snapshot: false,
         };
-        let before = done;
-        let report = import_file(&ingestor, system, path, options, &ctx, |p| {
-            let rss = resident_bytes();
-            rss_all = rss_all.max(rss);
-            if before + p.tally.total() <= expected / 4 {
-                rss_quarter = rss_quarter.max(rss);
-            }
+        let report = import_file(&ingestor, system, path, options, &ctx, |_| {
+            rss_all = rss_all.max(resident_bytes());
         })
         .await?;
         anyhow::ensure!(
@@ -230,7 +214,7 @@ async fn import_all(
     }
     let seconds = started.elapsed().as_secs_f64();
     store.close().await;
-    Ok((done, seconds, rss_quarter, rss_all))
+    Ok((done, seconds, rss_all))
 }
 
 /// Peak resident memory of `mdm import` run as a child process on `file`

@@ -63,3 +63,52 @@ fn bench_store_reports_every_figure_against_its_baseline_on_both_backends() {
     let left: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").collect();
     assert!(left.is_empty(), "files left behind: {left:?}");
 }
+
+/// `mdm bench ingest` at a tiny size: the data set is generated, imported,
+/// compared with plain SQLite and the memory check runs (figures from a
+/// release build: docs/bench/ingest.md).
+#[test]
+fn bench_ingest_reports_capture_speed_against_plain_sqlite_and_memory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sources = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/sources.example.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_mdm"))
+        .args([
+            "bench",
+            "ingest",
+            "--records",
+            "2000",
+            "--repeat",
+            "1",
+            "--sources",
+            sources,
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .env("MDM_LOG", "warn")
+        .output()
+        .expect("mdm runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line: {l}: {e}")))
+        .collect();
+    let summary = lines
+        .iter()
+        .find(|l| l["figure"] == "bulk_capture")
+        .unwrap_or_else(|| panic!("no summary in:\n{stdout}"));
+    assert!(summary["records"].as_u64().expect("records") >= 2000, "{summary}");
+    for key in ["median_records_per_s", "baseline_median_records_per_s", "ratio"] {
+        assert!(summary[key].as_f64().expect(key) > 0.0, "{key}: {summary}");
+    }
+    let memory: Vec<_> = lines.iter().filter(|l| l["figure"] == "import_peak_memory").collect();
+    assert_eq!(memory.len(), 2, "{stdout}");
+    assert!(
+        memory.iter().all(|l| l["peak_rss_mib"].as_u64().unwrap_or(0) > 0),
+        "{stdout}"
+    );
+}
