@@ -4,38 +4,39 @@
 
 use std::process::Command;
 
-#[test]
-fn bench_store_reports_every_figure_against_its_baseline_on_both_backends() {
+/// Runs `mdm bench <args> --dir DIR` and returns its stdout and JSON lines.
+fn run_bench(args: &[&str], dir: &std::path::Path) -> (String, Vec<serde_json::Value>) {
     let url = std::env::var("MDM_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".to_owned());
-    let dir = tempfile::tempdir().expect("temp dir");
     let out = Command::new(env!("CARGO_BIN_EXE_mdm"))
-        .args([
-            "bench",
-            "store",
-            "--log-events",
-            "3000",
-            "--appends",
-            "48",
-            "--repeat",
-            "1",
-        ])
+        .arg("bench")
+        .args(args)
         .arg("--dir")
-        .arg(dir.path())
+        .arg(dir)
         .env("MDM_BENCH_DATABASE_URL", &url)
         .env("MDM_LOG", "warn")
         .output()
         .expect("mdm runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "bench failed: {}\n{stdout}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let lines: Vec<serde_json::Value> = stdout
+    let lines = stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line: {l}: {e}")))
         .collect();
+    (stdout, lines)
+}
+
+#[test]
+fn bench_store_reports_every_figure_against_its_baseline_on_both_backends() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (stdout, lines) = run_bench(
+        &["store", "--log-events", "3000", "--appends", "48", "--repeat", "1"],
+        dir.path(),
+    );
     for backend in ["sqlite", "postgres"] {
         for figure in [
             "append_1_writer",
@@ -71,32 +72,10 @@ fn bench_store_reports_every_figure_against_its_baseline_on_both_backends() {
 fn bench_ingest_reports_capture_speed_against_plain_sqlite_and_memory() {
     let dir = tempfile::tempdir().expect("temp dir");
     let sources = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/sources.example.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_mdm"))
-        .args([
-            "bench",
-            "ingest",
-            "--records",
-            "2000",
-            "--repeat",
-            "1",
-            "--sources",
-            sources,
-        ])
-        .arg("--dir")
-        .arg(dir.path())
-        .env("MDM_LOG", "warn")
-        .output()
-        .expect("mdm runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "bench failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
+    let (stdout, lines) = run_bench(
+        &["ingest", "--records", "2000", "--repeat", "1", "--sources", sources],
+        dir.path(),
     );
-    let lines: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line: {l}: {e}")))
-        .collect();
     let summary = lines
         .iter()
         .find(|l| l["figure"] == "bulk_capture")
