@@ -63,6 +63,16 @@ impl Service {
         (status, ct, body)
     }
 
+    /// Posts one web sign-up record (see [`web_signup`]).
+    async fn post_signup(&self, id: &str, given: &str, birth: &str) -> (u16, String, Value) {
+        self.post(
+            "web_signup",
+            "application/json",
+            web_signup(id, given, birth).to_string(),
+        )
+        .await
+    }
+
     fn stop(mut self) {
         assert!(terminate(&mut self.child).success());
     }
@@ -147,13 +157,7 @@ async fn single_json_records_are_captured_changed_unchanged_or_rejected(backend:
     let (status, _, body) = service.post("web_signup", "application/json", first).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(outcomes(&body), ["changed"], "the last version is the reformatted one");
-    let (_, _, body) = service
-        .post(
-            "web_signup",
-            "application/json",
-            web_signup("W-1", "Zebulon", "1980-02-03").to_string(),
-        )
-        .await;
+    let (_, _, body) = service.post_signup("W-1", "Zebulon", "1980-02-03").await;
     assert_eq!(outcomes(&body), ["unchanged"]);
     service.stop();
 }
@@ -297,13 +301,7 @@ async fn an_oversize_body_gets_413_and_stores_nothing(backend: Backend) {
     let mut deployment = Deployment::new(backend, "ingest");
     deployment.extra.push(("MDM_HTTP_MAX_BODY_BYTES".into(), "2000".into()));
     let service = deployment.serve();
-    let (status, _, body) = service
-        .post(
-            "web_signup",
-            "application/json",
-            web_signup("W-1", "Zebulon", "1980-02-03").to_string(),
-        )
-        .await;
+    let (status, _, body) = service.post_signup("W-1", "Zebulon", "1980-02-03").await;
     assert_eq!(status, 201, "{body}");
     let big: Vec<Value> = (0..40)
         .map(|i| web_signup(&format!("W-{i}"), "Zebulon", "1980-02-03"))
@@ -314,13 +312,7 @@ async fn an_oversize_body_gets_413_and_stores_nothing(backend: Backend) {
     assert_eq!((status, ct.as_str()), (413, "application/problem+json"), "{body}");
     let health = common::health(&service.addr).await;
     assert_eq!(health["log_head"].as_u64().map(|h| h > 0), Some(true));
-    let (_, _, body) = service
-        .post(
-            "web_signup",
-            "application/json",
-            web_signup("W-1", "Zebulon", "1980-02-03").to_string(),
-        )
-        .await;
+    let (_, _, body) = service.post_signup("W-1", "Zebulon", "1980-02-03").await;
     assert_eq!(outcomes(&body), ["unchanged"], "the stored record is intact");
     service.stop();
 }
@@ -328,13 +320,7 @@ async fn an_oversize_body_gets_413_and_stores_nothing(backend: Backend) {
 async fn no_personal_value_is_stored_in_plaintext(backend: Backend) {
     let deployment = Deployment::new(backend, "ingest");
     let service = deployment.serve();
-    let (status, _, body) = service
-        .post(
-            "web_signup",
-            "application/json",
-            web_signup("W-1", "Zebulon", "1980-02-03").to_string(),
-        )
-        .await;
+    let (status, _, body) = service.post_signup("W-1", "Zebulon", "1980-02-03").await;
     assert_eq!(status, 201, "{body}");
     let csv = "ACCOUNT_ID,BORROWER_FIRST,BORROWER_MI,BORROWER_LAST,BORROWER_SFX,E.Mail,HOME_PHONE,WORK_PHONE,\
                ADDR_LINE1,ADDR_LINE2,CITY,STATE,ZIP,COUNTRY,DOB,LOAN_TYPE\n\

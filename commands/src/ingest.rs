@@ -26,9 +26,9 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 use mdm_domain::metadata::{anchored_event_id, deterministic_event_id, Actor, EventMetadata};
-use mdm_domain::source::{map_record, InputFormat, SourceDefinition, SourceDefinitions};
+use mdm_domain::source::{map_record, SourceDefinition, SourceDefinitions};
 use mdm_domain::source_record::{
-    self, decide, Decision, Incoming, OrderKey, RecordState, RetractionContent, RetractionReason, SourceOrder,
+    self, decide, Decision, Incoming, RecordState, RetractionContent, RetractionReason, SourceOrder,
     SourceRecordContent, SourceRecordRetracted, SourceRecordVersion,
 };
 use mdm_store::keys::{DataKey, KeyStore, KeyStoreError, SubjectKey};
@@ -37,6 +37,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::input::{ChangeOp, InputItem, InputRecord};
+use crate::opened::{open_with, OpenedEvent};
 
 /// How many appends of one batch are in flight at once. The SQLite writer
 /// commits whatever is queued together, so this is also its group size.
@@ -405,13 +406,9 @@ impl Ingestor {
             field: Some(e.field.clone()),
             reason: e.to_string(),
         })?;
-        let order = match def.format {
-            InputFormat::Debezium => debezium_source_order(&item.raw),
-            _ => None,
-        };
         Ok(Pending {
             index,
-            order,
+            order: item.source_order.clone(),
             stream: self.stream_of(&def.system, &mapped.source_id),
             op: item.op,
             source_id: mapped.source_id,
@@ -439,7 +436,6 @@ impl Ingestor {
         let existing: Vec<usize> = (0..round.len())
             .filter(|&i| matches!(&round[i].key, Some(SubjectKey::Active { .. })) && !round[i].fresh)
             .collect();
-        let keyed = started.elapsed();
         let mut last: Vec<Option<RecordedEvent>> = (0..round.len()).map(|_| None).collect();
         if !existing.is_empty() {
             let streams: Vec<String> = existing.iter().map(|&i| round[i].stream.clone()).collect();
@@ -533,7 +529,7 @@ impl Ingestor {
             .await;
         tracing::debug!(
             records,
-            read_ms = (read - keyed).as_secs_f64() * 1e3,
+            read_ms = read.as_secs_f64() * 1e3,
             decide_seal_ms = (decided - read).as_secs_f64() * 1e3,
             append_ms = (started.elapsed() - decided).as_secs_f64() * 1e3,
             "ingest round"
@@ -726,19 +722,10 @@ pub fn open_version(event: &RecordedEvent, key: &DataKey) -> Option<SourceRecord
 /// The state a stream's last event stands for; `None` when it cannot be
 /// read with the record's key.
 fn open_state(event: &RecordedEvent, key: &DataKey) -> Option<RecordState> {
-    match event.event_type.as_str() {
-        source_record::RETRACTED => {
-            let payload: SourceRecordRetracted = event.data.decode().ok()?;
-            let order = match &payload.sealed {
-                Some(sealed) => open::<RetractionContent>(key, &event.stream, sealed)?.source_order,
-                None => None,
-            };
-            Some(RecordState::Retracted(order))
-        }
-        source_record::CAPTURED | source_record::CHANGED => {
-            open_version(event, key).map(|c| RecordState::Live(Box::new(c)))
-        }
-        _ => None,
+    match open_with(event, Some(key)) {
+        OpenedEvent::Version { content, .. } => Some(RecordState::Live(content)),
+        OpenedEvent::Retracted { content, .. } => Some(RecordState::Retracted(content.and_then(|c| c.source_order))),
+        OpenedEvent::Erased { .. } | OpenedEvent::Other => None,
     }
 }
 
@@ -812,38 +799,6 @@ fn build_event(
     ))
 }
 
-/// The position of a Debezium change in its source's change log, from the
-/// envelope's `source` block: MySQL binlog (file, pos, row), PostgreSQL
-/// `lsn`, SQL Server (commit_lsn, change_lsn, event_serial_no). `None` for
-/// a connector without a position we know: timestamps alone (`ts_ms`) are
-/// too coarse to order two changes within one second, so such records are
-/// compared by content only.
-fn debezium_source_order(raw: &str) -> Option<SourceOrder> {
-    let envelope: serde_json::Value = serde_json::from_str(raw).ok()?;
-    let source = envelope
-        .get("payload")
-        .filter(|p| p.is_object())
-        .unwrap_or(&envelope)
-        .get("source")?;
-    let int = |k: &str| source.get(k).and_then(serde_json::Value::as_i64).map(OrderKey::Int);
-    let text = |k: &str| {
-        source
-            .get(k)
-            .and_then(serde_json::Value::as_str)
-            .map(|s| OrderKey::Text(s.to_owned()))
-    };
-    if let (Some(file), Some(pos)) = (text("file"), int("pos")) {
-        return Some(vec![file, pos, int("row").unwrap_or(OrderKey::Int(0))]);
-    }
-    if let Some(lsn) = int("lsn") {
-        return Some(vec![lsn]);
-    }
-    if let (Some(commit), Some(change)) = (text("commit_lsn"), text("change_lsn")) {
-        return Some(vec![commit, change, int("event_serial_no").unwrap_or(OrderKey::Int(0))]);
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -866,23 +821,5 @@ mod tests {
             "another key"
         );
         assert_eq!(open::<serde_json::Value>(&key, "source-a-01", "not base64!"), None);
-    }
-
-    #[test]
-    fn debezium_positions_come_from_the_source_block() {
-        let mysql = r#"{"schema": {}, "payload": {"op": "u", "source": {"file": "mysql-bin.000003", "pos": 154, "row": 1, "ts_ms": 5}}}"#;
-        assert_eq!(
-            debezium_source_order(mysql),
-            Some(vec![
-                OrderKey::Text("mysql-bin.000003".into()),
-                OrderKey::Int(154),
-                OrderKey::Int(1)
-            ])
-        );
-        let postgres = r#"{"op": "c", "source": {"lsn": 24023128, "ts_ms": 5}}"#;
-        assert_eq!(debezium_source_order(postgres), Some(vec![OrderKey::Int(24023128)]));
-        let unknown = r#"{"op": "c", "source": {"ts_ms": 5}}"#;
-        assert_eq!(debezium_source_order(unknown), None);
-        assert_eq!(debezium_source_order("not json"), None);
     }
 }

@@ -128,7 +128,7 @@ fn poisoned() -> KeyStoreError {
 }
 
 /// Opens `event` with `key` (`None`: the key is gone).
-fn open_with(event: &RecordedEvent, key: Option<&DataKey>) -> OpenedEvent {
+pub(crate) fn open_with(event: &RecordedEvent, key: Option<&DataKey>) -> OpenedEvent {
     match event.event_type.as_str() {
         source_record::CAPTURED | source_record::CHANGED => {
             let Ok(payload) = event.data.decode::<SourceRecordVersion>() else {

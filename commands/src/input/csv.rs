@@ -206,6 +206,7 @@ impl<R: BufRead> CsvRecords<R> {
             value: Value::Object(object),
             op: ChangeOp::Upsert,
             compared: None,
+            source_order: None,
         })
     }
 }

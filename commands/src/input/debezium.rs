@@ -21,6 +21,7 @@
 use std::fmt;
 use std::io::BufRead;
 
+use mdm_domain::source_record::{OrderKey, SourceOrder};
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
@@ -75,6 +76,7 @@ fn read_event(raw: String) -> Result<InputItem, InputError> {
         value: Value::Null,
         op: ChangeOp::Ignore,
         compared: None,
+        source_order: None,
     };
     let parsed: Parsed = serde_json::from_str(&raw).map_err(|e| json_syntax_error(&e))?;
     let mut event = match parsed {
@@ -159,7 +161,34 @@ fn read_event(raw: String) -> Result<InputItem, InputError> {
         value,
         op,
         compared,
+        source_order: body.source.as_ref().and_then(source_order),
     })
+}
+
+/// The position of a change in its source's change log, from the
+/// envelope's `source` block: MySQL binlog (file, pos, row), PostgreSQL
+/// `lsn`, SQL Server (commit_lsn, change_lsn, event_serial_no). `None` for
+/// a connector without a position we know: timestamps alone (`ts_ms`) are
+/// too coarse to order two changes within one second, so such records are
+/// compared by content only.
+pub fn source_order(source: &Value) -> Option<SourceOrder> {
+    let int = |k: &str| source.get(k).and_then(Value::as_i64).map(OrderKey::Int);
+    let text = |k: &str| {
+        source
+            .get(k)
+            .and_then(Value::as_str)
+            .map(|s| OrderKey::Text(s.to_owned()))
+    };
+    if let (Some(file), Some(pos)) = (text("file"), int("pos")) {
+        return Some(vec![file, pos, int("row").unwrap_or(OrderKey::Int(0))]);
+    }
+    if let Some(lsn) = int("lsn") {
+        return Some(vec![lsn]);
+    }
+    if let (Some(commit), Some(change)) = (text("commit_lsn"), text("change_lsn")) {
+        return Some(vec![commit, change, int("event_serial_no").unwrap_or(OrderKey::Int(0))]);
+    }
+    None
 }
 
 /// A JSON value read as a Debezium event.
@@ -179,6 +208,8 @@ struct Event {
     after: Option<Value>,
     op: Option<Value>,
     ts_ms: bool,
+    /// The `source` block (small: connector, position, table).
+    source: Option<Value>,
     /// Only read at the top level: the Kafka Connect wrapper.
     payload: Option<Box<Parsed>>,
 }
@@ -252,6 +283,7 @@ impl<'de> Visitor<'de> for ParsedVisitor {
                 Key::Before => event.before = Some(map.next_value()?),
                 Key::After => event.after = Some(map.next_value()?),
                 Key::Op => event.op = Some(map.next_value()?),
+                Key::Source => event.source = Some(map.next_value()?),
                 Key::TsMs => {
                     map.next_value::<IgnoredAny>()?;
                     event.ts_ms = true;
@@ -275,6 +307,7 @@ enum Key {
     After,
     Op,
     TsMs,
+    Source,
     Payload,
     Other,
 }
@@ -295,6 +328,7 @@ impl<'de> Deserialize<'de> for Key {
                     "after" => Key::After,
                     "op" => Key::Op,
                     "ts_ms" => Key::TsMs,
+                    "source" => Key::Source,
                     "payload" => Key::Payload,
                     _ => Key::Other,
                 })
@@ -311,6 +345,30 @@ mod tests {
 
     fn read(input: &str) -> Vec<InputRecord> {
         DebeziumRecords::new(input.as_bytes(), super::super::DEFAULT_MAX_RECORD_BYTES).collect()
+    }
+
+    #[test]
+    fn positions_come_from_the_source_block_of_either_envelope_form() {
+        let read = |raw: &str| {
+            DebeziumRecords::new(raw.as_bytes(), 1 << 20)
+                .next()
+                .and_then(|r| r.item.ok())
+                .and_then(|i| i.source_order)
+        };
+        let mysql = r#"{"schema": {}, "payload": {"op": "u", "after": {"id": 1}, "source": {"file": "mysql-bin.000003", "pos": 154, "row": 1, "ts_ms": 5}}}"#;
+        assert_eq!(
+            read(mysql),
+            Some(vec![
+                OrderKey::Text("mysql-bin.000003".into()),
+                OrderKey::Int(154),
+                OrderKey::Int(1)
+            ])
+        );
+        let postgres = r#"{"op": "c", "after": {"id": 1}, "source": {"lsn": 24023128, "ts_ms": 5}}"#;
+        assert_eq!(read(postgres), Some(vec![OrderKey::Int(24023128)]));
+        let unknown = r#"{"op": "c", "after": {"id": 1}, "source": {"ts_ms": 5}}"#;
+        assert_eq!(read(unknown), None);
+        assert_eq!(read(r#"{"op": "c", "after": {"id": 1}}"#), None);
     }
 
     fn ok(record: &InputRecord) -> &InputItem {

@@ -537,6 +537,7 @@ pub(crate) fn parse(raw: String) -> Result<InputItem, InputError> {
         value,
         op: ChangeOp::Upsert,
         compared: None,
+        source_order: None,
     })
 }
 

@@ -96,6 +96,10 @@ pub struct InputItem {
     /// every delivery and must not count as a change). `None` = compare
     /// `raw`.
     pub compared: Option<String>,
+    /// For Debezium: where the change sits in the source's change log (see
+    /// [`debezium::source_order`]); `None` for other inputs and for
+    /// connectors without a position we know.
+    pub source_order: Option<mdm_domain::source_record::SourceOrder>,
 }
 
 impl InputItem {
@@ -511,6 +515,7 @@ mod tests {
             value: json!({"name": "secret-value"}),
             op: ChangeOp::Upsert,
             compared: Some("secret-value".into()),
+            source_order: None,
         };
         let record = InputRecord {
             locator: "row 1".into(),
