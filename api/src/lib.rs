@@ -10,6 +10,7 @@
 //! - `main.rs`: the `mdm` CLI (`serve`, `import`, `datagen`, `sources check`, `bench`).
 
 pub mod bench_ingest;
+pub mod bench_match;
 pub mod compose;
 pub mod config;
 pub mod datagen;

@@ -113,6 +113,8 @@ enum BenchCommand {
     Store(mdm_store::bench::StoreBenchArgs),
     /// Bulk capture of generated records into the embedded store, against plain SQLite.
     Ingest(mdm_api::bench_ingest::IngestBenchArgs),
+    /// Match quality (pairwise precision, recall, F1) and resolver speed on FEBRL and generated data.
+    Match(mdm_api::bench_match::MatchBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -143,6 +145,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             what: BenchCommand::Ingest(args),
         } => mdm_api::bench_ingest::run_ingest_bench(args).await,
+        Command::Bench {
+            what: BenchCommand::Match(args),
+        } => mdm_api::bench_match::run_match_bench(args).await,
         Command::Datagen(args) => {
             let summary = tokio::task::spawn_blocking(move || mdm_api::datagen::run(&args)).await??;
             tracing::info!("generated {summary}");

@@ -5,8 +5,38 @@
 //! belongs to; then the whole set is validated by the domain
 //! (`SourceDefinitions::new`), whose errors also name the system and field.
 
+use std::path::PathBuf;
+
+use mdm_domain::matching::features::FeatureSettings;
+use mdm_domain::matching::model::DecisionRules;
 use mdm_domain::source::{SourceDefinition, SourceDefinitions};
 use serde::Deserialize;
+
+/// The `[matching]` table of the sources file: how records are matched.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchingConfig {
+    /// The m/u parameters file written by `mdm train` (JSON); the built-in
+    /// defaults when absent. Relative paths are relative to the sources file.
+    pub parameters: Option<PathBuf>,
+    /// `[matching.features]`: identifiers and the default phone region.
+    #[serde(default)]
+    pub features: FeatureSettings,
+    /// `[matching.rules]`: thresholds and the household cap.
+    #[serde(default)]
+    pub rules: DecisionRules,
+}
+
+/// Parses the `[matching]` table of a sources file (defaults when absent).
+pub fn parse_matching(text: &str) -> Result<MatchingConfig, SourcesError> {
+    let mut doc: toml::Table = toml::from_str(text).map_err(|e| SourcesError::Syntax(e.message().to_owned()))?;
+    match doc.remove("matching") {
+        None => Ok(MatchingConfig::default()),
+        Some(v) => {
+            MatchingConfig::deserialize(v).map_err(|e| SourcesError::Syntax(format!("[matching]: {}", e.message())))
+        }
+    }
+}
 
 /// Why a sources file was refused. Every message names where to look.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -22,9 +52,9 @@ pub enum SourcesError {
 /// Parses and validates a sources file.
 pub fn parse_sources(text: &str) -> Result<SourceDefinitions, SourcesError> {
     let mut doc: toml::Table = toml::from_str(text).map_err(|e| SourcesError::Syntax(e.message().to_owned()))?;
-    if let Some(key) = doc.keys().find(|k| k.as_str() != "sources") {
+    if let Some(key) = doc.keys().find(|k| !matches!(k.as_str(), "sources" | "matching")) {
         return Err(SourcesError::Syntax(format!(
-            "unknown top-level key `{key}`: only [[sources]] tables belong here"
+            "unknown top-level key `{key}`: only [[sources]] tables and [matching] belong here"
         )));
     }
     let tables = match doc.remove("sources") {

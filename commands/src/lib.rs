@@ -18,3 +18,5 @@ pub mod ingest;
 pub mod input;
 pub mod opened;
 pub mod pull;
+pub mod resolver;
+pub mod train;

@@ -18,6 +18,8 @@
 //! Matching (normalize, block, compare, score, decide) and survivorship will
 //! live here too; see ARCHITECTURE.md for the plan.
 
+pub mod matching;
 pub mod metadata;
+pub mod resolution;
 pub mod source;
 pub mod source_record;

@@ -54,7 +54,7 @@ pub use address::{parse_city_region_postcode, AddressError, CityRegionPostcode};
 pub use date::{check_date_format, parse_date, DateFormatError, DAYS_SINCE_EPOCH};
 pub use definition::{
     AddressMapping, DateMapping, DefinitionError, DefinitionErrors, DefinitionProblem, FullNameMapping, InputFormat,
-    NameMapping, PhoneMapping, PullDefinition, SourceDefinition, SourceDefinitions,
+    InvalidDate, NameMapping, PhoneMapping, PullDefinition, SourceDefinition, SourceDefinitions,
 };
 pub use mapping::{
     map_record, CanonicalAttributes, JsonKind, MappedRecord, MappingError, MappingProblem, Phone, PostalAddress,

@@ -189,6 +189,9 @@ pub struct PhoneMapping {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AddressMapping {
+    /// The house number, when the source keeps it apart from the street
+    /// (it is put in front of `line1`).
+    pub house_number: Option<SourcePath>,
     pub line1: Option<SourcePath>,
     pub line2: Option<SourcePath>,
     pub city: Option<SourcePath>,
@@ -205,6 +208,19 @@ pub struct AddressMapping {
 pub struct DateMapping {
     pub path: SourcePath,
     pub formats: Vec<String>,
+    /// What to do with a date that matches none of the formats: `reject`
+    /// the record (the default) or `ignore` the date and keep the record.
+    #[serde(default)]
+    pub invalid: InvalidDate,
+}
+
+/// What a date matching none of its formats does to the record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvalidDate {
+    #[default]
+    Reject,
+    Ignore,
 }
 
 /// What is wrong with one field of a definition.
@@ -423,6 +439,7 @@ impl Checker<'_> {
 
     fn address(&mut self, i: usize, address: &AddressMapping) {
         let parts = [
+            ("house_number", &address.house_number),
             ("line1", &address.line1),
             ("line2", &address.line2),
             ("city", &address.city),

@@ -28,7 +28,7 @@
 
 use super::address::{parse_city_region_postcode, AddressError};
 use super::date::parse_date;
-use super::definition::{AddressMapping, SourceDefinition};
+use super::definition::{AddressMapping, InvalidDate, SourceDefinition};
 use super::name::{parse_full_name, NameError, NameForm};
 use super::path::{PathError, SourcePath};
 use super::Presence;
@@ -276,14 +276,17 @@ pub fn map_record(def: &SourceDefinition, record: &Value) -> Result<MappedRecord
     }
     if let Some(dob) = &def.date_of_birth {
         if let Some(text) = reader.one(Field::Named("date_of_birth"), &dob.path)? {
-            let date = parse_date(&text, &dob.formats).ok_or_else(|| {
-                error(
-                    Field::Named("date_of_birth"),
-                    &dob.path,
-                    MappingProblem::Date(dob.formats.len()),
-                )
-            })?;
-            attributes.date_of_birth = Some(date);
+            match parse_date(&text, &dob.formats) {
+                Some(date) => attributes.date_of_birth = Some(date),
+                None if dob.invalid == InvalidDate::Ignore => {}
+                None => {
+                    return Err(error(
+                        Field::Named("date_of_birth"),
+                        &dob.path,
+                        MappingProblem::Date(dob.formats.len()),
+                    ))
+                }
+            }
         }
     }
     for (i, path) in def.extras.iter().enumerate() {
@@ -342,6 +345,12 @@ impl<'a> Reader<'a> {
             postcode: part("postcode", &mapping.postcode)?,
             country: part("country", &mapping.country)?,
         };
+        if let Some(number) = part("house_number", &mapping.house_number)? {
+            address.line1 = Some(match address.line1 {
+                Some(line) => format!("{number} {line}"),
+                None => number,
+            });
+        }
         if let Some(path) = &mapping.city_region_postcode {
             let field = Field::Part("addresses", i, "city_region_postcode");
             if let Some(text) = self.one(field, path)? {

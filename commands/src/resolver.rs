@@ -1,0 +1,455 @@
+//! The resolver: the single writer of decisions.
+//!
+//! It follows the global log, opens each source-record event (the only place
+//! besides projections that sees plaintext), lets the pure
+//! [`Engine`](mdm_domain::resolution::engine::Engine) decide, and appends the
+//! decisions of a whole batch of source events to the `resolution` stream in
+//! one append with the stream's exact expected version. So:
+//! - a batch's decisions are stored all or not at all, in decision order;
+//! - a second resolver (another process that got past the lease) fails its
+//!   first append with a conflict instead of writing beside this one;
+//! - restart is exact: the decisions are replayed, the last one names the
+//!   last source event decided, and everything after it is decided again,
+//!   with the same deterministic event ids for what a lost reply had stored.
+//!
+//! Steward commands are sent to the same task, so they are checked against
+//! and ordered with automatic decisions without any other lock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::FutureExt;
+use mdm_domain::matching::features::{FeatureSettings, MatchFeatures};
+use mdm_domain::metadata::{deterministic_event_id, Actor, EventMetadata};
+use mdm_domain::resolution::engine::{CommandError, CommandRequest, CustomerView, Engine, Ids, ReplayError};
+use mdm_domain::resolution::events::{Cause, Decided, DecidedBy, RESOLUTION_STREAM, SCHEMA_VERSION};
+use mdm_domain::source_record::{CAPTURED, CHANGED, RETRACTED};
+use mdm_store::keys::{KeyStore, KeyStoreError};
+use mdm_store::{
+    AppendError, Direction, EventStore, ExpectedVersion, Json, NewEvent, Position, ReadError, RecordedEvent,
+    StreamStart, MAX_READ,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+use crate::opened::{OpenedEvent, SourceRecordOpener};
+
+/// Why the resolver stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolverError {
+    #[error("reading the log: {0}")]
+    Read(#[from] ReadError),
+    #[error("appending decisions: {0}")]
+    Append(#[from] AppendError),
+    #[error("key store: {0}")]
+    Keys(#[from] KeyStoreError),
+    #[error("replaying decisions: {0}")]
+    Replay(#[from] ReplayError),
+    #[error("decision event at position {0} cannot be decoded")]
+    Corrupt(u64),
+    #[error("the resolver has stopped")]
+    Stopped,
+}
+
+/// Settings of a resolver run.
+#[derive(Clone, Debug)]
+pub struct ResolverSettings {
+    pub features: FeatureSettings,
+    /// Source events decided per append.
+    pub batch: usize,
+}
+
+impl Default for ResolverSettings {
+    fn default() -> Self {
+        Self {
+            features: FeatureSettings::default(),
+            batch: 4_096,
+        }
+    }
+}
+
+/// Random ids for new tokens, review items and households.
+#[derive(Debug, Default)]
+pub struct RandomIds;
+
+impl Ids for RandomIds {
+    fn token(&mut self) -> Uuid {
+        Uuid::new_v4()
+    }
+    fn review_id(&mut self) -> Uuid {
+        Uuid::now_v7()
+    }
+    fn household_id(&mut self) -> Uuid {
+        Uuid::new_v4()
+    }
+}
+
+/// The resolver's state and its place in the log.
+#[derive(Debug)]
+pub struct Resolver {
+    store: Arc<dyn EventStore>,
+    opener: SourceRecordOpener,
+    engine: Engine,
+    settings: ResolverSettings,
+    /// The last source event decided.
+    checkpoint: Position,
+    /// The version of the `resolution` stream (`None`: no decision yet).
+    version: Option<u64>,
+    ids: Box<dyn IdsSend>,
+    processed: watch::Sender<Position>,
+}
+
+/// `Ids` that can move to the resolver's task.
+pub trait IdsSend: Ids + Send + std::fmt::Debug {}
+impl<T: Ids + Send + std::fmt::Debug> IdsSend for T {}
+
+/// How far replay got, for logs and the bench.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplayReport {
+    pub decisions: u64,
+    pub source_events: u64,
+    pub checkpoint: Position,
+}
+
+fn is_source_event(e: &RecordedEvent) -> bool {
+    matches!(e.event_type.as_str(), CAPTURED | CHANGED | RETRACTED)
+}
+
+impl Resolver {
+    /// Rebuilds the resolver from the log: every decision, then the features
+    /// of every source record decided so far.
+    pub async fn start(
+        store: Arc<dyn EventStore>,
+        keys: Arc<dyn KeyStore>,
+        engine: Engine,
+        settings: ResolverSettings,
+        ids: Box<dyn IdsSend>,
+    ) -> Result<(Resolver, ReplayReport), ResolverError> {
+        let (processed, _) = watch::channel(Position::START);
+        let mut resolver = Resolver {
+            store,
+            opener: SourceRecordOpener::new(keys, 200_000),
+            engine,
+            settings,
+            checkpoint: Position::START,
+            version: None,
+            ids,
+            processed,
+        };
+        let report = resolver.replay().await?;
+        Ok((resolver, report))
+    }
+
+    async fn replay(&mut self) -> Result<ReplayReport, ResolverError> {
+        let mut report = ReplayReport::default();
+        let mut next = 0u64;
+        loop {
+            let page = self
+                .store
+                .read_stream(
+                    RESOLUTION_STREAM,
+                    StreamStart::Version(next),
+                    Direction::Forwards,
+                    10_000,
+                )
+                .await?;
+            let Some(last) = page.last() else { break };
+            next = last.version + 1;
+            self.version = Some(last.version);
+            for e in &page {
+                let d: Decided = e.data.decode().map_err(|_| ResolverError::Corrupt(e.position.0))?;
+                if let Cause::Source { position, .. } = &d.cause {
+                    self.checkpoint = self.checkpoint.max(Position(*position));
+                }
+                self.engine.apply(&d)?;
+                report.decisions += 1;
+            }
+        }
+        // The features of every record decided so far, latest version first
+        // to last (log order).
+        let mut after = Position::START;
+        'pages: while after < self.checkpoint {
+            let page = self.store.read_all(after, MAX_READ.min(20_000)).await?;
+            let Some(last) = page.last() else { break };
+            after = last.position;
+            let sources: Vec<RecordedEvent> = page
+                .into_iter()
+                .filter(|e| is_source_event(e) && e.position <= self.checkpoint)
+                .collect();
+            let opened = self.opener.open_all(&sources).await?;
+            for (e, o) in sources.iter().zip(opened) {
+                self.observe(e, o);
+                report.source_events += 1;
+            }
+            if after >= self.checkpoint {
+                break 'pages;
+            }
+        }
+        self.engine.finish_replay();
+        report.checkpoint = self.checkpoint;
+        self.processed.send_replace(self.checkpoint);
+        Ok(report)
+    }
+
+    /// Records what a source event says about its record; `true` when it
+    /// is a version to resolve.
+    fn observe(&mut self, e: &RecordedEvent, opened: OpenedEvent) -> bool {
+        match opened {
+            OpenedEvent::Version { content, .. } => {
+                let f = MatchFeatures::from_attributes(&content.attributes, &self.settings.features);
+                self.engine.observe(&e.stream, Some(f));
+                true
+            }
+            OpenedEvent::Retracted { .. } | OpenedEvent::Erased { .. } => {
+                self.engine.observe(&e.stream, None);
+                false
+            }
+            OpenedEvent::Other => false,
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn checkpoint(&self) -> Position {
+        self.checkpoint
+    }
+
+    /// Decides a page of log events (those after the checkpoint) and
+    /// appends the decisions. Returns how many source events it decided.
+    pub async fn decide(&mut self, page: &[RecordedEvent]) -> Result<usize, ResolverError> {
+        let sources: Vec<RecordedEvent> = page
+            .iter()
+            .filter(|e| e.position > self.checkpoint && is_source_event(e))
+            .cloned()
+            .collect();
+        let last_position = page.last().map(|e| e.position);
+        if sources.is_empty() {
+            return Ok(0);
+        }
+        let opened = self.opener.open_all(&sources).await?;
+        let mut decisions: Vec<Decided> = Vec::new();
+        for (e, o) in sources.iter().zip(opened) {
+            if self.observe(e, o) {
+                let cause = Cause::Source {
+                    stream: e.stream.clone(),
+                    position: e.position.0,
+                    event_id: e.id,
+                };
+                decisions.extend(self.engine.resolve(&e.stream, cause, self.ids.as_mut()));
+            }
+        }
+        self.append(&decisions).await?;
+        if let Some(p) = last_position {
+            self.checkpoint = self.checkpoint.max(p.min(sources.last().map_or(p, |e| e.position)));
+        }
+        self.processed.send_replace(self.checkpoint);
+        Ok(sources.len())
+    }
+
+    async fn append(&mut self, decisions: &[Decided]) -> Result<(), ResolverError> {
+        if decisions.is_empty() {
+            return Ok(());
+        }
+        let now = Utc::now();
+        let mut events = Vec::with_capacity(decisions.len());
+        for d in decisions {
+            let (actor, causation) = match (&d.by, &d.cause) {
+                (DecidedBy::Resolver, Cause::Source { event_id, .. }) => (Actor::Resolver, Some(*event_id)),
+                (DecidedBy::Steward(id), Cause::Command { command_id }) => {
+                    (Actor::Client(id.clone()), Some(*command_id))
+                }
+                (DecidedBy::Resolver, Cause::Command { command_id }) => (Actor::Resolver, Some(*command_id)),
+                (DecidedBy::Steward(id), Cause::Source { event_id, .. }) => {
+                    (Actor::Client(id.clone()), Some(*event_id))
+                }
+            };
+            let metadata = EventMetadata {
+                occurred_at: now,
+                actor,
+                correlation_id: causation.unwrap_or_default(),
+                causation_id: causation,
+                schema_version: SCHEMA_VERSION,
+                key_id: None,
+            };
+            let id = deterministic_event_id("decision", &[&d.seq.to_be_bytes()]);
+            let data = Json::encode(d).map_err(|_| ResolverError::Corrupt(0))?;
+            let metadata = Json::encode(&metadata).map_err(|_| ResolverError::Corrupt(0))?;
+            events.push(NewEvent::new(id, d.decision.event_type(), data, metadata));
+        }
+        let expected = match self.version {
+            None => ExpectedVersion::NoStream,
+            Some(v) => ExpectedVersion::Exact(v),
+        };
+        let outcome = self.store.append(RESOLUTION_STREAM, expected, events).await?;
+        self.version = Some(outcome.last_version);
+        Ok(())
+    }
+
+    /// Reads the log from the checkpoint and decides everything there is
+    /// now. Returns the number of source events decided.
+    pub async fn catch_up(&mut self) -> Result<u64, ResolverError> {
+        let mut total = 0u64;
+        loop {
+            let page = self.store.read_all(self.checkpoint, self.settings.batch).await?;
+            if page.is_empty() {
+                return Ok(total);
+            }
+            let last = page.last().map(|e| e.position);
+            total += self.decide(&page).await? as u64;
+            // Pages with no source events still move the reader on.
+            if let Some(p) = last {
+                self.checkpoint = self.checkpoint.max(p);
+            }
+        }
+    }
+
+    /// Applies a steward command and appends its decisions.
+    pub async fn command(
+        &mut self,
+        request: &CommandRequest,
+    ) -> Result<Result<Vec<Decided>, CommandError>, ResolverError> {
+        match self.engine.command(request, self.ids.as_mut()) {
+            Ok(decisions) => {
+                self.append(&decisions).await?;
+                Ok(Ok(decisions))
+            }
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    /// Runs until the handle is dropped: follows the log and serves
+    /// commands. Returns the handle's channel end for the caller to keep.
+    pub fn spawn(self) -> (ResolverHandle, tokio::task::JoinHandle<Result<(), ResolverError>>) {
+        let (tx, rx) = mpsc::channel(64);
+        let processed = self.processed.subscribe();
+        let handle = ResolverHandle {
+            requests: tx,
+            processed,
+        };
+        let task = tokio::spawn(self.run(rx));
+        (handle, task)
+    }
+
+    async fn run(mut self, mut requests: mpsc::Receiver<Request>) -> Result<(), ResolverError> {
+        let mut subscription = self.store.subscribe_all(self.checkpoint).await?;
+        loop {
+            tokio::select! {
+                request = requests.recv() => {
+                    let Some(request) = request else { return Ok(()) };
+                    self.serve(request).await?;
+                }
+                event = subscription.next() => {
+                    let Some(event) = event else { return Err(ResolverError::Stopped) };
+                    let mut page = vec![event?];
+                    while page.len() < self.settings.batch {
+                        match subscription.next().now_or_never() {
+                            Some(Some(e)) => page.push(e?),
+                            _ => break,
+                        }
+                    }
+                    let last = page.last().map(|e| e.position);
+                    self.decide(&page).await?;
+                    if let Some(p) = last {
+                        self.checkpoint = self.checkpoint.max(p);
+                        self.processed.send_replace(self.checkpoint);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn serve(&mut self, request: Request) -> Result<(), ResolverError> {
+        match request {
+            Request::TokenOf { stream, reply } => {
+                let _ = reply.send(self.engine.token_of(&stream));
+            }
+            Request::Customer { token, reply } => {
+                let _ = reply.send(self.engine.customer(token));
+            }
+            Request::Command { request, reply } => {
+                let result = self.command(&request).await?;
+                let _ = reply.send(result);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+enum Request {
+    TokenOf {
+        stream: String,
+        reply: oneshot::Sender<Option<Uuid>>,
+    },
+    Customer {
+        token: Uuid,
+        reply: oneshot::Sender<Option<CustomerView>>,
+    },
+    Command {
+        request: Box<CommandRequest>,
+        reply: oneshot::Sender<Result<Vec<Decided>, CommandError>>,
+    },
+}
+
+/// A handle on a running resolver: ask it for tokens, wait for it to decide
+/// a record, send it steward commands.
+#[derive(Clone, Debug)]
+pub struct ResolverHandle {
+    requests: mpsc::Sender<Request>,
+    processed: watch::Receiver<Position>,
+}
+
+impl ResolverHandle {
+    /// The last source position the resolver has decided.
+    pub fn processed(&self) -> Position {
+        *self.processed.borrow()
+    }
+
+    /// Waits until the resolver has decided everything up to `position`,
+    /// at most `timeout`. `false` on timeout.
+    pub async fn wait_for(&self, position: Position, timeout: Duration) -> bool {
+        let mut rx = self.processed.clone();
+        tokio::time::timeout(timeout, rx.wait_for(|p| *p >= position))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// The customer a source record belongs to now.
+    pub async fn token_of(&self, stream: &str) -> Result<Option<Uuid>, ResolverError> {
+        let (reply, rx) = oneshot::channel();
+        self.requests
+            .send(Request::TokenOf {
+                stream: stream.to_owned(),
+                reply,
+            })
+            .await
+            .map_err(|_| ResolverError::Stopped)?;
+        rx.await.map_err(|_| ResolverError::Stopped)
+    }
+
+    /// A customer as the resolver sees it (records, version, redirect).
+    pub async fn customer(&self, token: Uuid) -> Result<Option<CustomerView>, ResolverError> {
+        let (reply, rx) = oneshot::channel();
+        self.requests
+            .send(Request::Customer { token, reply })
+            .await
+            .map_err(|_| ResolverError::Stopped)?;
+        rx.await.map_err(|_| ResolverError::Stopped)
+    }
+
+    /// Runs a steward command.
+    pub async fn command(&self, request: CommandRequest) -> Result<Result<Vec<Decided>, CommandError>, ResolverError> {
+        let (reply, rx) = oneshot::channel();
+        self.requests
+            .send(Request::Command {
+                request: Box::new(request),
+                reply,
+            })
+            .await
+            .map_err(|_| ResolverError::Stopped)?;
+        rx.await.map_err(|_| ResolverError::Stopped)
+    }
+}

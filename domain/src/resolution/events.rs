@@ -1,0 +1,203 @@
+//! Decision events: what the resolver and stewards decided about which
+//! source records are one customer.
+//!
+//! Every decision is one event in the single `resolution` stream, appended
+//! by the single-writer resolver (steward commands go through it too). One
+//! stream gives the decisions one order that replays exactly, makes a
+//! multi-customer decision (a merge) one atomic append, lets the resolver
+//! append a whole batch in one write, and fences a second resolver by the
+//! stream's expected version. Decisions name records by their pseudonymous
+//! stream and customers by token: no personal data, so erasure never has to
+//! touch them.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::matching::model::Explanation;
+
+/// The stream holding every decision.
+pub const RESOLUTION_STREAM: &str = "resolution";
+
+/// Payload schema version of every decision event.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What caused a decision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Cause {
+    /// A source-record event at this global position.
+    Source {
+        stream: String,
+        position: u64,
+        event_id: Uuid,
+    },
+    /// A steward command with this id.
+    Command { command_id: Uuid },
+}
+
+/// Who decided.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
+pub enum DecidedBy {
+    Resolver,
+    Steward(String),
+}
+
+/// A review item opened for stewards.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Review {
+    pub review_id: Uuid,
+    /// The record that prompted it and its customer now.
+    pub record: String,
+    pub token: Uuid,
+    /// The customer it might belong to instead.
+    pub candidate: Uuid,
+    /// The candidate record that scored best.
+    pub candidate_record: String,
+    pub explanation: Explanation,
+}
+
+/// A customer's household after a decision, when it changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HouseholdChange {
+    pub token: Uuid,
+    /// `None`: the customer left its household and has no known dwelling.
+    pub household: Option<Uuid>,
+    /// Why: the customer's current records give this dwelling (a keyed
+    /// fingerprint is not stored; the reason is the rule's name).
+    pub reason: String,
+}
+
+/// The decision itself.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum Decision {
+    /// A new customer with a fresh token, holding one record.
+    CustomerCreated {
+        token: Uuid,
+        record: String,
+        /// The best candidate that scored below the link threshold, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nearest: Option<Explanation>,
+    },
+    /// A record joined an existing customer.
+    RecordLinked {
+        token: Uuid,
+        record: String,
+        /// How the record scored against the customer (absent when forced by
+        /// a steward).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        explanation: Option<Explanation>,
+        /// The best-scoring member of the customer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        matched_record: Option<String>,
+        /// Linked by a steward against the score.
+        #[serde(default)]
+        forced: bool,
+    },
+    /// Customers became one: the absorbed tokens redirect to the survivor.
+    CustomersMerged {
+        survivor: Uuid,
+        absorbed: Vec<Uuid>,
+        /// The record that bridged them (automatic merges).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        record: Option<String>,
+        /// Per absorbed customer, why (automatic merges).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        explanations: Vec<Explanation>,
+    },
+    /// A changed record now fits another customer better.
+    RecordMoved {
+        record: String,
+        from: Uuid,
+        to: Uuid,
+        explanation: Explanation,
+        matched_record: String,
+    },
+    /// A steward split a record off into its own customer (a new token, or
+    /// the one it had before it was merged) or into a named one.
+    RecordSplit {
+        record: String,
+        from: Uuid,
+        to: Uuid,
+        /// `to` is a new token.
+        created: bool,
+    },
+    /// Two records are not the same person: never linked automatically.
+    NotAMatchMarked { records: [String; 2], tokens: [Uuid; 2] },
+    /// A review item for stewards.
+    ReviewRequested { review: Review },
+    /// A steward closed a review item.
+    ReviewClosed { review_id: Uuid, outcome: ReviewOutcome },
+}
+
+/// How a review item ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewOutcome {
+    Linked,
+    KeptApart,
+    Skipped,
+}
+
+/// A decision with its sequence number, cause, actor and reason: the payload
+/// of a decision event. Its event type is the decision's `type`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Decided {
+    /// 1, 2, 3, ...: the resolver's decision counter. Dense, so a replay can
+    /// check that nothing is missing.
+    pub seq: u64,
+    pub cause: Cause,
+    pub by: DecidedBy,
+    /// Mandatory for stewards; the rule for automatic decisions.
+    pub reason: String,
+    /// The parameters and rules that scored it.
+    pub rule_set: String,
+    #[serde(flatten)]
+    pub decision: Decision,
+    /// Household changes this decision brought.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub households: Vec<HouseholdChange>,
+}
+
+impl Decision {
+    /// The event type name (a public contract: never rename).
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Decision::CustomerCreated { .. } => "CustomerCreated",
+            Decision::RecordLinked { .. } => "RecordLinked",
+            Decision::CustomersMerged { .. } => "CustomersMerged",
+            Decision::RecordMoved { .. } => "RecordMoved",
+            Decision::RecordSplit { .. } => "RecordSplit",
+            Decision::NotAMatchMarked { .. } => "NotAMatchMarked",
+            Decision::ReviewRequested { .. } => "ReviewRequested",
+            Decision::ReviewClosed { .. } => "ReviewClosed",
+        }
+    }
+
+    /// Every event type of decisions.
+    pub const EVENT_TYPES: [&'static str; 8] = [
+        "CustomerCreated",
+        "RecordLinked",
+        "CustomersMerged",
+        "RecordMoved",
+        "RecordSplit",
+        "NotAMatchMarked",
+        "ReviewRequested",
+        "ReviewClosed",
+    ];
+
+    /// The tokens this decision touches (their versions advance).
+    pub fn tokens(&self) -> Vec<Uuid> {
+        match self {
+            Decision::CustomerCreated { token, .. } | Decision::RecordLinked { token, .. } => vec![*token],
+            Decision::CustomersMerged { survivor, absorbed, .. } => {
+                std::iter::once(*survivor).chain(absorbed.iter().copied()).collect()
+            }
+            Decision::RecordMoved { from, to, .. } | Decision::RecordSplit { from, to, .. } => vec![*from, *to],
+            Decision::NotAMatchMarked { tokens, .. } => tokens.to_vec(),
+            Decision::ReviewRequested { review } => vec![review.token, review.candidate],
+            Decision::ReviewClosed { .. } => Vec::new(),
+        }
+    }
+}
