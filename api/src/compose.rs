@@ -112,3 +112,78 @@ async fn open_kurrentdb(url: &str) -> anyhow::Result<Arc<dyn EventStore>> {
 async fn open_kurrentdb(_url: &str) -> anyhow::Result<Arc<dyn EventStore>> {
     anyhow::bail!("this build of mdm has no KurrentDB support (feature `kurrentdb`)")
 }
+
+/// The matching configuration and parameters: the `[matching]` table of the
+/// sources file, and the parameters file it names (the built-in defaults
+/// when it names none).
+pub fn load_matching(
+    config: &Config,
+) -> anyhow::Result<(crate::sources::MatchingConfig, mdm_domain::matching::model::Scorer)> {
+    use mdm_domain::matching::model::{MatchParameters, Scorer};
+    let (matching, base) = match &config.sources_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let matching = crate::sources::parse_matching(&text).with_context(|| format!("in {}", path.display()))?;
+            (
+                matching,
+                path.parent().map(std::path::Path::to_path_buf).unwrap_or_default(),
+            )
+        }
+        None => Default::default(),
+    };
+    let parameters = match &matching.parameters {
+        Some(file) => {
+            let path = base.join(file);
+            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            serde_json::from_str::<MatchParameters>(&text)
+                .with_context(|| format!("{} is not a parameters file written by `mdm train`", path.display()))?
+        }
+        None => MatchParameters::defaults(),
+    };
+    let scorer = Scorer::new(parameters, matching.rules.clone()).context("invalid matching parameters")?;
+    Ok((matching, scorer))
+}
+
+/// Holds the resolver's lease while alive: on PostgreSQL a session advisory
+/// lock on a connection of its own (released when the connection closes,
+/// also when the process dies); on SQLite the event store's file lock
+/// already keeps every other process out. KurrentDB has no lock to take:
+/// there the resolver relies on the `resolution` stream's expected version,
+/// which makes a second writer fail its first append.
+#[derive(Debug)]
+pub struct ResolverLease {
+    _connection: Option<sqlx::PgConnection>,
+}
+
+/// The advisory-lock key of the resolver ("mdm-res" in ASCII).
+const RESOLVER_LOCK_KEY: i64 = 0x006d_646d_2d72_6573;
+
+/// Takes the resolver lease, waiting (and saying so) while another process
+/// holds it.
+pub async fn acquire_resolver_lease(config: &Config) -> anyhow::Result<ResolverLease> {
+    let EventStoreConfig::Postgres { url, .. } = &config.event_store else {
+        return Ok(ResolverLease { _connection: None });
+    };
+    use sqlx::Connection;
+    let mut connection = sqlx::PgConnection::connect(url.expose())
+        .await
+        .context("connecting to PostgreSQL for the resolver lease")?;
+    let mut said = false;
+    loop {
+        let (got,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
+            .bind(RESOLVER_LOCK_KEY)
+            .fetch_one(&mut connection)
+            .await
+            .context("taking the resolver lease")?;
+        if got {
+            return Ok(ResolverLease {
+                _connection: Some(connection),
+            });
+        }
+        if !said {
+            tracing::info!("another process holds the resolver lease; this one waits as a standby");
+            said = true;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+}

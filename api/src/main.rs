@@ -42,6 +42,12 @@ enum Command {
     /// Asks a per-customer REST source (format rest_pull) for customers and
     /// ingests the answers.
     Pull(PullArgs),
+    /// Estimates the matching parameters (m/u by EM) from the source records
+    /// in the log and writes them as JSON for `[matching] parameters`.
+    Train(TrainArgs),
+    /// Runs the resolver until it has decided everything in the log, then
+    /// stops (what `serve` does continuously).
+    Resolve,
     /// Writes the synthetic data set of the seven source systems, with its ground truth.
     Datagen(mdm_api::datagen::DatagenArgs),
     /// Source-system definitions.
@@ -54,6 +60,19 @@ enum Command {
         #[command(subcommand)]
         what: BenchCommand,
     },
+}
+
+#[derive(clap::Args, Debug)]
+struct TrainArgs {
+    /// Where to write the parameters (JSON).
+    #[arg(long, default_value = "match-parameters.json")]
+    out: PathBuf,
+    /// Seed of the random pairs drawn for u: the same log and seed give the same file.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// The version name stored in every decision these parameters make.
+    #[arg(long)]
+    version: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -136,6 +155,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve(load_config(cli.config.as_deref())?).await,
         Command::Import(args) => import(load_config(cli.config.as_deref())?, args).await,
         Command::Pull(args) => pull(load_config(cli.config.as_deref())?, args).await,
+        Command::Train(args) => train(load_config(cli.config.as_deref())?, args).await,
+        Command::Resolve => resolve(load_config(cli.config.as_deref())?).await,
         Command::Sources {
             what: SourcesCommand::Check { file },
         } => check_sources(&file),
@@ -196,6 +217,86 @@ async fn open_ingestor(config: &Config) -> anyhow::Result<Ingestor> {
     let store = open_event_store(config).await?;
     let keys = open_key_store(config).await?;
     Ok(Ingestor::new(store, keys, std::sync::Arc::new(sources)))
+}
+
+async fn train(config: Config, args: TrainArgs) -> anyhow::Result<()> {
+    let (matching, _) = mdm_api::compose::load_matching(&config)?;
+    let ingestor = open_ingestor(&config).await?;
+    let started = std::time::Instant::now();
+    let records =
+        mdm_commands::train::latest_records(ingestor.store(), ingestor.keys().clone(), &matching.features).await?;
+    anyhow::ensure!(
+        records.len() >= 2,
+        "the log holds {} source records: too few to train on",
+        records.len()
+    );
+    let version = args
+        .version
+        .unwrap_or_else(|| format!("em-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ")));
+    let (parameters, report) = tokio::task::spawn_blocking(move || {
+        mdm_commands::train::train(&records, version, args.seed, Default::default())
+    })
+    .await?;
+    let text = serde_json::to_string_pretty(&parameters)?;
+    std::fs::write(&args.out, text + "\n").with_context(|| format!("writing {}", args.out.display()))?;
+    tracing::info!(
+        out = %args.out.display(),
+        version = %parameters.version,
+        prior = parameters.prior,
+        candidate_pairs = report.candidate_pairs,
+        random_pairs = report.random_pairs,
+        iterations = report.iterations,
+        converged = report.converged,
+        seconds = started.elapsed().as_secs_f64(),
+        "matching parameters written"
+    );
+    ingestor.store().close().await;
+    print_json(&serde_json::json!({
+        "out": args.out,
+        "version": parameters.version,
+        "prior": parameters.prior,
+        "candidate_pairs": report.candidate_pairs,
+        "distinct_vectors": report.distinct_vectors,
+        "random_pairs": report.random_pairs,
+        "iterations": report.iterations,
+        "converged": report.converged,
+    }))
+}
+
+async fn resolve(config: Config) -> anyhow::Result<()> {
+    use mdm_commands::resolver::{RandomIds, Resolver, ResolverSettings};
+    let (matching, scorer) = mdm_api::compose::load_matching(&config)?;
+    let ingestor = open_ingestor(&config).await?;
+    let _lease = mdm_api::compose::acquire_resolver_lease(&config).await?;
+    let engine = mdm_domain::resolution::engine::Engine::new(scorer, Default::default());
+    let settings = ResolverSettings {
+        features: matching.features,
+        ..ResolverSettings::default()
+    };
+    let started = std::time::Instant::now();
+    let (mut resolver, replay) = Resolver::start(
+        ingestor.store().clone(),
+        ingestor.keys().clone(),
+        engine,
+        settings,
+        Box::new(RandomIds),
+    )
+    .await?;
+    let replay_seconds = started.elapsed().as_secs_f64();
+    let started = std::time::Instant::now();
+    let decided = resolver.catch_up().await?;
+    let stats = resolver.engine().stats();
+    ingestor.store().close().await;
+    print_json(&serde_json::json!({
+        "replayed_decisions": replay.decisions,
+        "replay_seconds": replay_seconds,
+        "source_events_decided": decided,
+        "seconds": started.elapsed().as_secs_f64(),
+        "decisions": stats.decisions,
+        "customers": stats.active_customers,
+        "open_reviews": stats.open_reviews,
+        "households": stats.households,
+    }))
 }
 
 async fn import(config: Config, args: ImportArgs) -> anyhow::Result<()> {
@@ -286,14 +387,69 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         key_store = ingestor.keys().backend(),
         "mdm is serving"
     );
-    let app = router(AppState::new(ingestor, config.max_body_bytes)?);
+    let state = AppState::new(ingestor.clone(), config.max_body_bytes)?;
+    let (matching, scorer) = mdm_api::compose::load_matching(&config)?;
+    let (failed_tx, mut failed_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let resolver_cell = state.resolver.clone();
+    let lease_config = config.clone();
+    tokio::spawn(async move {
+        let result = run_resolver(lease_config, ingestor, matching, scorer, resolver_cell).await;
+        if let Err(error) = result {
+            tracing::error!(error = %format!("{error:#}"), "the resolver stopped; mdm shuts down so that a restart replays it");
+            let _ = failed_tx.send(()).await;
+        }
+    });
+    let app = router(state);
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = shutdown_signal() => {},
+                _ = failed_rx.recv() => {},
+            }
+        })
         .await
         .context("serving HTTP")?;
     store.close().await;
     tracing::info!("mdm stopped");
     Ok(())
+}
+
+/// Takes the resolver lease, replays the resolver from the log and runs it;
+/// returns only if it fails.
+async fn run_resolver(
+    config: Config,
+    ingestor: Ingestor,
+    matching: mdm_api::sources::MatchingConfig,
+    scorer: mdm_domain::matching::model::Scorer,
+    cell: std::sync::Arc<tokio::sync::OnceCell<mdm_commands::resolver::ResolverHandle>>,
+) -> anyhow::Result<()> {
+    use mdm_commands::resolver::{RandomIds, Resolver, ResolverSettings};
+    let _lease = mdm_api::compose::acquire_resolver_lease(&config).await?;
+    let started = std::time::Instant::now();
+    let engine = mdm_domain::resolution::engine::Engine::new(scorer, Default::default());
+    let settings = ResolverSettings {
+        features: matching.features,
+        ..ResolverSettings::default()
+    };
+    let (resolver, replay) = Resolver::start(
+        ingestor.store().clone(),
+        ingestor.keys().clone(),
+        engine,
+        settings,
+        Box::new(RandomIds),
+    )
+    .await?;
+    tracing::info!(
+        decisions = replay.decisions,
+        source_events = replay.source_events,
+        checkpoint = replay.checkpoint.0,
+        seconds = started.elapsed().as_secs_f64(),
+        "resolver replayed the log and follows it"
+    );
+    let (handle, task) = resolver.spawn();
+    let _ = cell.set(handle);
+    task.await.context("the resolver task panicked")??;
+    anyhow::bail!("the resolver stopped")
 }
 
 async fn shutdown_signal() {

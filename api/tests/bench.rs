@@ -91,3 +91,61 @@ fn bench_ingest_reports_capture_speed_against_plain_sqlite_and_memory() {
         "{stdout}"
     );
 }
+
+/// `mdm bench match` on generated multi-source data: household members and
+/// Jr/Sr pairs sharing an address are counted when merged. Precision comes
+/// first: no Jr/Sr pair may be merged, household false merges stay rare.
+#[test]
+fn bench_match_counts_household_and_suffix_false_merges_on_generated_data() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sources = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/sources.example.toml");
+    let (stdout, lines) = run_bench(&["match", "--people", "2000", "--sources", sources], dir.path());
+    let generated = lines
+        .iter()
+        .find(|l| l["dataset"] == "generated")
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let figure = |k: &str| generated[k].as_f64().unwrap_or_else(|| panic!("{k} missing: {stdout}"));
+    assert!(figure("records") > 3000.0, "{stdout}");
+    assert_eq!(
+        figure("suffix_false_merge_pairs"),
+        0.0,
+        "a Jr and a Sr were merged: {stdout}"
+    );
+    assert!(
+        figure("household_false_merge_pairs") <= 0.01 * figure("predicted_pairs"),
+        "household members merged: {stdout}"
+    );
+    assert!(figure("precision") >= 0.97, "{stdout}");
+    assert!(figure("recall") >= 0.8, "{stdout}");
+    assert!(figure("resolver_heap_bytes_per_record") > 0.0);
+}
+
+/// The FEBRL benchmark files, when this machine has them (they live beside
+/// the repository, not in it): febrl1 at F1 of at least 0.99.
+#[test]
+fn bench_match_reaches_the_febrl1_bar() {
+    let febrl = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/febrl");
+    if !std::path::Path::new(febrl).join("febrl1.csv").exists() {
+        eprintln!("skipped: no FEBRL files at {febrl}");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sources = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/febrl.sources.toml");
+    let (stdout, lines) = run_bench(
+        &[
+            "match",
+            "--febrl",
+            febrl,
+            "--sets",
+            "febrl1",
+            "--febrl-sources",
+            sources,
+        ],
+        dir.path(),
+    );
+    let f1 = lines
+        .first()
+        .and_then(|l| l["f1"].as_f64())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(f1 >= 0.99, "{stdout}");
+}

@@ -50,6 +50,8 @@ pub enum ResolverError {
     Corrupt(u64),
     #[error("the resolver has stopped")]
     Stopped,
+    #[error("another resolver appended these decisions first: this one stops")]
+    Fenced,
 }
 
 /// Settings of a resolver run.
@@ -284,6 +286,12 @@ impl Resolver {
             Some(v) => ExpectedVersion::Exact(v),
         };
         let outcome = self.store.append(RESOLUTION_STREAM, expected, events).await?;
+        if outcome.already_stored {
+            // These decision numbers were stored by someone else (the same
+            // ids, appended before): another resolver got there first. This
+            // one never retries an append, so it is not its own earlier try.
+            return Err(ResolverError::Fenced);
+        }
         self.version = Some(outcome.last_version);
         Ok(())
     }

@@ -97,6 +97,15 @@ pub async fn post_records(
         Err(_) => return Problem::unavailable("ingest pipeline").into_response(),
     };
     let single = single && records.len() == 1;
+    // The single record's source id, for the customer lookup link.
+    let single_source_id = if single {
+        state.ingestor.sources().get(&system).and_then(|def| {
+            let value = records.first()?.item.as_ref().ok()?.value.clone();
+            mdm_domain::source::map_record(def, &value).ok().map(|m| m.source_id)
+        })
+    } else {
+        None
+    };
 
     let ctx = IngestContext {
         actor: Actor::Source(system.clone()),
@@ -141,21 +150,121 @@ pub async fn post_records(
                 .into_response();
         }
     }
-    let status = if single && matches!(outcomes.first(), Some(o) if matches!(o.outcome, Outcome::Captured { .. })) {
+    let mut status = if single && matches!(outcomes.first(), Some(o) if matches!(o.outcome, Outcome::Captured { .. })) {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    (
-        status,
-        Json(json!({
-            "system": system,
-            "correlation_id": ctx.correlation_id,
-            "summary": tally,
-            "records": outcomes,
-        })),
-    )
-        .into_response()
+    let mut body = json!({
+        "system": system,
+        "correlation_id": ctx.correlation_id,
+        "summary": tally,
+        "records": outcomes,
+    });
+    if single {
+        if let (Some(outcome), Some(source_id)) = (outcomes.first(), single_source_id.as_deref()) {
+            let (customer, resolved) = customer_of(&state, &system, source_id, outcome).await;
+            if !resolved {
+                status = StatusCode::ACCEPTED;
+            }
+            body["customer"] = customer;
+        }
+    }
+    (status, Json(body)).into_response()
+}
+
+/// Waits (at most the configured timeout) for the resolver to decide the
+/// record just ingested, and answers its customer's token; or where to
+/// look it up later. `true` when resolved.
+async fn customer_of(
+    state: &AppState,
+    system: &str,
+    source_id: &str,
+    outcome: &RecordOutcome,
+) -> (serde_json::Value, bool) {
+    let href = format!(
+        "/v1/sources/{system}/records/{}/customer",
+        utf8_percent_encode(source_id)
+    );
+    let pending = json!({"status": "pending", "href": href});
+    let stream = outcome
+        .stream
+        .clone()
+        .unwrap_or_else(|| state.ingestor.stream_of(system, source_id));
+    let stream = stream.as_str();
+    // Right after start the resolver may still be replaying the log.
+    let deadline = tokio::time::Instant::now() + state.resolve_timeout;
+    let resolver = loop {
+        if let Some(r) = state.resolver.get() {
+            break r;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return (pending, false);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    let version = match outcome.outcome {
+        Outcome::Captured { stream_version } | Outcome::Changed { stream_version } => {
+            mdm_store::StreamStart::Version(stream_version)
+        }
+        _ => mdm_store::StreamStart::Edge,
+    };
+    let direction = if matches!(version, mdm_store::StreamStart::Edge) {
+        mdm_store::Direction::Backwards
+    } else {
+        mdm_store::Direction::Forwards
+    };
+    let Ok(page) = state.store.read_stream(stream, version, direction, 1).await else {
+        return (pending, false);
+    };
+    let Some(event) = page.first() else {
+        return (pending, false);
+    };
+    if !resolver.wait_for(event.position, state.resolve_timeout).await {
+        return (pending, false);
+    }
+    match resolver.token_of(stream).await {
+        Ok(Some(token)) => (json!({"status": "resolved", "token": token, "href": href}), true),
+        _ => (pending, false),
+    }
+}
+
+/// Percent-encodes a path segment.
+fn utf8_percent_encode(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `GET /v1/sources/{system}/records/{source_id}/customer`: the token of the
+/// customer a source record belongs to now, once the resolver has decided it.
+pub async fn get_record_customer(
+    State(state): State<AppState>,
+    Path((system, source_id)): Path<(String, String)>,
+) -> Response {
+    if state.ingestor.sources().get(&system).is_none() {
+        return Problem::unknown_system().into_response();
+    }
+    let Some(resolver) = state.resolver.get() else {
+        return Problem::unavailable("resolver").into_response();
+    };
+    let stream = state.ingestor.stream_of(&system, &source_id);
+    match resolver.token_of(&stream).await {
+        Ok(Some(token)) => Json(json!({"system": system, "token": token})).into_response(),
+        Ok(None) => Problem::new(
+            StatusCode::NOT_FOUND,
+            "Not resolved",
+            "no customer holds this source record (yet): it is unknown, not decided yet, retracted or erased",
+        )
+        .into_response(),
+        Err(_) => Problem::unavailable("resolver").into_response(),
+    }
 }
 
 /// The media type without parameters, lowercased.

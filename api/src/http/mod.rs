@@ -17,6 +17,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use mdm_commands::ingest::Ingestor;
 use mdm_commands::pull::Puller;
+use mdm_commands::resolver::ResolverHandle;
 use mdm_store::EventStore;
 use serde_json::json;
 
@@ -31,6 +32,10 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// One pull adapter per `rest_pull` system, sharing its rate limit.
     pub pullers: Arc<std::collections::HashMap<String, Puller>>,
+    /// The running resolver, once it holds its lease and has replayed.
+    pub resolver: Arc<tokio::sync::OnceCell<ResolverHandle>>,
+    /// How long a single-record ingest waits for its customer's token.
+    pub resolve_timeout: std::time::Duration,
 }
 
 impl AppState {
@@ -47,6 +52,8 @@ impl AppState {
             ingestor,
             max_body_bytes,
             pullers: Arc::new(pullers),
+            resolver: Arc::new(tokio::sync::OnceCell::new()),
+            resolve_timeout: std::time::Duration::from_secs(2),
         })
     }
 }
@@ -57,6 +64,10 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/v1/sources/{system}/records", post(ingest::post_records))
         .route("/v1/sources/{system}/pull", post(pull::post_pull))
+        .route(
+            "/v1/sources/{system}/records/{source_id}/customer",
+            get(ingest::get_record_customer),
+        )
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
