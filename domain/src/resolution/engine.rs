@@ -63,6 +63,9 @@ struct CustomerSlot {
     token: Uuid,
     members: Vec<u32>,
     merged_into: Option<u32>,
+    /// Customers whose redirect points here (so a later merge of this one
+    /// re-points them, and a revival by a split does not capture them).
+    absorbed: Vec<u32>,
     version: u64,
     household: Option<u32>,
 }
@@ -174,6 +177,8 @@ pub struct Engine {
     given_counts: HashMap<String, u32>,
     family_counts: HashMap<String, u32>,
     named: (u32, u32),
+    /// (record, household) of each household change, in decision order.
+    household_log: Vec<(u32, Option<Uuid>)>,
 }
 
 struct Scored {
@@ -208,6 +213,7 @@ impl Engine {
             given_counts: HashMap::new(),
             family_counts: HashMap::new(),
             named: (0, 0),
+            household_log: Vec::new(),
         }
     }
 
@@ -592,11 +598,25 @@ impl Engine {
             self.apply_unchecked(&item);
             decided.push(item);
         }
-        // Households: the record's dwelling decides its customer's.
-        if let Some(last) = decided.last_mut() {
-            if let Some(change) = self.household_change(r, ids) {
-                self.apply_households(std::slice::from_ref(&change));
-                last.households.push(change);
+        // Households: the record's dwelling decides its customer's. The
+        // change rides on the last decision, or is a decision of its own.
+        if let Some(change) = self.household_change(r, ids) {
+            self.apply_households(std::slice::from_ref(&change));
+            self.household_log.push((r, change.household));
+            match decided.last_mut() {
+                Some(last) => last.households.push(change),
+                None => {
+                    let mut item = self.decided(
+                        1,
+                        cause_ref,
+                        DecidedBy::Resolver,
+                        "dwelling",
+                        Decision::HouseholdChanged { token: change.token },
+                    );
+                    self.apply_unchecked(&item);
+                    item.households.push(change);
+                    decided.push(item);
+                }
             }
         }
         decided
@@ -674,24 +694,32 @@ impl Engine {
         }
         self.apply_unchecked(d);
         self.apply_households(&d.households);
+        // Which record's dwelling each household change came from, for
+        // `finish_replay` (automatic decisions only: they follow a record).
+        if let (Cause::Source { stream, .. }, Some(h)) = (&d.cause, d.households.first()) {
+            let r = self.slot(stream);
+            self.household_log.push((r, h.household));
+        }
         Ok(())
     }
 
     /// After a replay (decisions applied, then the features observed):
     /// finds each household's dwelling again from its members' records, so
     /// new records at that dwelling join it.
+    ///
+    /// Each dwelling keeps the household first assigned for it, as in the
+    /// live engine: the household changes are taken in decision order with
+    /// the dwelling of the record that caused them. (A record's dwelling is
+    /// its latest one; a record that moved house later made a change of its
+    /// own, which comes after.)
     pub fn finish_replay(&mut self) {
-        for (c, customer) in self.customers.iter().enumerate() {
-            let Some(h) = customer.household else { continue };
-            if customer.merged_into.is_some() {
+        for (r, household) in &self.household_log {
+            let (Some(d), Some(h)) = (self.records[*r as usize].dwelling, household) else {
                 continue;
+            };
+            if let Some(&hi) = self.by_household.get(h) {
+                self.dwellings.entry(d).or_insert(hi);
             }
-            for r in &customer.members {
-                if let Some(d) = self.records[*r as usize].dwelling {
-                    self.dwellings.entry(d).or_insert(h);
-                }
-            }
-            let _ = c;
         }
     }
 
@@ -704,6 +732,7 @@ impl Engine {
             token,
             members: Vec::new(),
             merged_into: None,
+            absorbed: Vec::new(),
             version: 0,
             household: None,
         });
@@ -730,10 +759,26 @@ impl Engine {
                     self.records[r as usize].original = Some(c);
                 }
             }
-            Decision::RecordLinked { token, record, .. } => {
+            Decision::RecordLinked {
+                token, record, forced, ..
+            } => {
                 let r = self.slot(record);
                 let c = self.customer_slot(*token);
+                let left = self.records[r as usize].customer.filter(|old| *old != c);
                 self.attach(r, c);
+                // A steward's forced link keeps the record apart from the
+                // customer it left, as a split does, so the next version of
+                // the record is not moved back.
+                if let (true, Some(left)) = (*forced, left) {
+                    for m in self.customers[left as usize].members.clone() {
+                        if !self.records[r as usize].apart.contains(&m) {
+                            self.records[r as usize].apart.push(m);
+                        }
+                        if !self.records[m as usize].apart.contains(&r) {
+                            self.records[m as usize].apart.push(r);
+                        }
+                    }
+                }
                 // A forced link overrides earlier not-a-match marks.
                 let members = self.customers[c as usize].members.clone();
                 self.records[r as usize].apart.retain(|o| !members.contains(o));
@@ -759,6 +804,13 @@ impl Engine {
                     }
                     self.customers[s as usize].members.extend(moved);
                     self.customers[a as usize].merged_into = Some(s);
+                    // Redirects to the absorbed one now point at the survivor.
+                    let mut redirected = std::mem::take(&mut self.customers[a as usize].absorbed);
+                    for r in &redirected {
+                        self.customers[*r as usize].merged_into = Some(s);
+                    }
+                    redirected.push(a);
+                    self.customers[s as usize].absorbed.extend(redirected);
                     if let Some(h) = self.customers[a as usize].household.take() {
                         self.households[h as usize].members.retain(|m| *m != a);
                     }
@@ -772,7 +824,9 @@ impl Engine {
             Decision::RecordSplit { record, from, to, .. } => {
                 let r = self.slot(record);
                 let c = self.customer_slot(*to);
-                self.customers[c as usize].merged_into = None;
+                if let Some(previous) = self.customers[c as usize].merged_into.take() {
+                    self.customers[previous as usize].absorbed.retain(|x| *x != c);
+                }
                 self.attach(r, c);
                 // Kept apart from the customer it left.
                 let f = self.customer_slot(*from);
@@ -803,8 +857,9 @@ impl Engine {
             Decision::ReviewClosed { review_id, .. } => {
                 self.reviews.remove(review_id);
             }
+            Decision::HouseholdChanged { .. } => {}
         }
-        for t in d.decision.tokens() {
+        for t in d.decision.versioned_tokens() {
             if let Some(&c) = self.by_token.get(&t) {
                 self.customers[c as usize].version += 1;
             }

@@ -129,6 +129,9 @@ pub enum Decision {
     ReviewRequested { review: Review },
     /// A steward closed a review item.
     ReviewClosed { review_id: Uuid, outcome: ReviewOutcome },
+    /// Only the customer's household changed (its record moved house);
+    /// the change is in `households`.
+    HouseholdChanged { token: Uuid },
 }
 
 /// How a review item ended.
@@ -172,11 +175,12 @@ impl Decision {
             Decision::NotAMatchMarked { .. } => "NotAMatchMarked",
             Decision::ReviewRequested { .. } => "ReviewRequested",
             Decision::ReviewClosed { .. } => "ReviewClosed",
+            Decision::HouseholdChanged { .. } => "HouseholdChanged",
         }
     }
 
     /// Every event type of decisions.
-    pub const EVENT_TYPES: [&'static str; 8] = [
+    pub const EVENT_TYPES: [&'static str; 9] = [
         "CustomerCreated",
         "RecordLinked",
         "CustomersMerged",
@@ -185,12 +189,15 @@ impl Decision {
         "NotAMatchMarked",
         "ReviewRequested",
         "ReviewClosed",
+        "HouseholdChanged",
     ];
 
-    /// The tokens this decision touches (their versions advance).
+    /// The tokens this decision names.
     pub fn tokens(&self) -> Vec<Uuid> {
         match self {
-            Decision::CustomerCreated { token, .. } | Decision::RecordLinked { token, .. } => vec![*token],
+            Decision::CustomerCreated { token, .. }
+            | Decision::RecordLinked { token, .. }
+            | Decision::HouseholdChanged { token } => vec![*token],
             Decision::CustomersMerged { survivor, absorbed, .. } => {
                 std::iter::once(*survivor).chain(absorbed.iter().copied()).collect()
             }
@@ -199,5 +206,18 @@ impl Decision {
             Decision::ReviewRequested { review } => vec![review.token, review.candidate],
             Decision::ReviewClosed { .. } => Vec::new(),
         }
+    }
+
+    /// The tokens whose version this decision advances (once each): every
+    /// token it names, except that opening or closing a review item changes
+    /// no customer.
+    pub fn versioned_tokens(&self) -> Vec<Uuid> {
+        if matches!(self, Decision::ReviewRequested { .. } | Decision::ReviewClosed { .. }) {
+            return Vec::new();
+        }
+        let mut tokens = self.tokens();
+        let mut seen = std::collections::HashSet::new();
+        tokens.retain(|t| seen.insert(*t));
+        tokens
     }
 }

@@ -6,3 +6,6 @@
 
 pub mod engine;
 pub mod events;
+
+#[cfg(test)]
+mod engine_tests;
