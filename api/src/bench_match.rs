@@ -54,6 +54,9 @@ pub struct MatchBenchArgs {
     /// Generate this many persons first (into a temporary folder).
     #[arg(long)]
     pub people: Option<u64>,
+    /// Generate this many source records instead of `--people` persons.
+    #[arg(long)]
+    pub records: Option<u64>,
     /// Seed for generating.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -299,6 +302,14 @@ async fn run_one(
     put("prior", resolver.engine().scorer().parameters().prior.into());
     put("resolve_seconds", resolve_seconds.into());
     put(
+        "import_records_per_second",
+        (imported as f64 / import_seconds.max(1e-9)).into(),
+    );
+    put(
+        "import_then_resolve_records_per_second",
+        (imported as f64 / (import_seconds + resolve_seconds).max(1e-9)).into(),
+    );
+    put(
         "resolved_records_per_second",
         (decided as f64 / resolve_seconds.max(1e-9)).into(),
     );
@@ -391,14 +402,14 @@ pub async fn run_match_bench(args: MatchBenchArgs) -> anyhow::Result<()> {
             emit(set, pairwise(&run.predicted, &truth), run.report)?;
         }
     }
-    let generated = match (&args.generated, args.people) {
+    let generated = match (&args.generated, args.people.or(args.records.map(|_| 0))) {
         (Some(dir), _) => Some(dir.clone()),
         (None, Some(people)) => {
             let out = work.join("generated");
             crate::datagen::run(&crate::datagen::DatagenArgs {
                 out: out.clone(),
                 people,
-                records: None,
+                records: args.records,
                 seed: args.seed,
                 noise: 1.0,
                 cdc_payload_only: false,
