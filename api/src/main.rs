@@ -32,6 +32,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Runs the service (embedded SQLite under ./mdm-data when nothing is configured).
@@ -126,6 +128,8 @@ enum SourcesCommand {
     },
 }
 
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
     /// Event-store appends, reads and subscriptions against plain SQL on the same database.
@@ -389,24 +393,30 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     let state = AppState::new(ingestor.clone(), config.max_body_bytes)?;
     let (matching, scorer) = mdm_api::compose::load_matching(&config)?;
-    let (failed_tx, mut failed_rx) = tokio::sync::mpsc::channel::<()>(1);
-    let resolver_cell = state.resolver.clone();
+    let resolver_slot = state.resolver.clone();
     let lease_config = config.clone();
+    // The resolver is supervised: when it stops (its store went away, a
+    // fencing conflict), it is dropped and rebuilt from the log after a
+    // pause that doubles up to 30 s, while the API keeps answering.
     tokio::spawn(async move {
-        let result = run_resolver(lease_config, ingestor, matching, scorer, resolver_cell).await;
-        if let Err(error) = result {
-            tracing::error!(error = %format!("{error:#}"), "the resolver stopped; mdm shuts down so that a restart replays it");
-            let _ = failed_tx.send(()).await;
+        let mut pause = std::time::Duration::from_secs(1);
+        loop {
+            let started = std::time::Instant::now();
+            let result = run_resolver(&lease_config, &ingestor, &matching, &scorer, &resolver_slot).await;
+            mdm_api::http::set_resolver(&resolver_slot, None);
+            if let Err(error) = result {
+                tracing::error!(error = %format!("{error:#}"), retry_in_seconds = pause.as_secs(), "the resolver stopped; it will replay the log and resume");
+            }
+            if started.elapsed() > std::time::Duration::from_secs(60) {
+                pause = std::time::Duration::from_secs(1);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_secs(30));
         }
     });
     let app = router(state);
     axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                _ = shutdown_signal() => {},
-                _ = failed_rx.recv() => {},
-            }
-        })
+        .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving HTTP")?;
     store.close().await;
@@ -417,18 +427,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 /// Takes the resolver lease, replays the resolver from the log and runs it;
 /// returns only if it fails.
 async fn run_resolver(
-    config: Config,
-    ingestor: Ingestor,
-    matching: mdm_api::sources::MatchingConfig,
-    scorer: mdm_domain::matching::model::Scorer,
-    cell: std::sync::Arc<tokio::sync::OnceCell<mdm_commands::resolver::ResolverHandle>>,
+    config: &Config,
+    ingestor: &Ingestor,
+    matching: &mdm_api::sources::MatchingConfig,
+    scorer: &mdm_domain::matching::model::Scorer,
+    slot: &mdm_api::http::ResolverSlot,
 ) -> anyhow::Result<()> {
     use mdm_commands::resolver::{RandomIds, Resolver, ResolverSettings};
-    let _lease = mdm_api::compose::acquire_resolver_lease(&config).await?;
+    let _lease = mdm_api::compose::acquire_resolver_lease(config).await?;
     let started = std::time::Instant::now();
-    let engine = mdm_domain::resolution::engine::Engine::new(scorer, Default::default());
+    let engine = mdm_domain::resolution::engine::Engine::new(scorer.clone(), Default::default());
     let settings = ResolverSettings {
-        features: matching.features,
+        features: matching.features.clone(),
         ..ResolverSettings::default()
     };
     let (resolver, replay) = Resolver::start(
@@ -447,7 +457,7 @@ async fn run_resolver(
         "resolver replayed the log and follows it"
     );
     let (handle, task) = resolver.spawn();
-    let _ = cell.set(handle);
+    mdm_api::http::set_resolver(slot, Some(handle));
     task.await.context("the resolver task panicked")??;
     anyhow::bail!("the resolver stopped")
 }

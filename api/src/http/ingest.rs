@@ -195,7 +195,7 @@ async fn customer_of(
     // Right after start the resolver may still be replaying the log.
     let deadline = tokio::time::Instant::now() + state.resolve_timeout;
     let resolver = loop {
-        if let Some(r) = state.resolver.get() {
+        if let Some(r) = state.resolver() {
             break r;
         }
         if tokio::time::Instant::now() >= deadline {
@@ -251,7 +251,7 @@ pub async fn get_record_customer(
     if state.ingestor.sources().get(&system).is_none() {
         return Problem::unknown_system().into_response();
     }
-    let Some(resolver) = state.resolver.get() else {
+    let Some(resolver) = state.resolver() else {
         return Problem::unavailable("resolver").into_response();
     };
     let stream = state.ingestor.stream_of(&system, &source_id);

@@ -33,7 +33,7 @@ pub struct AppState {
     /// One pull adapter per `rest_pull` system, sharing its rate limit.
     pub pullers: Arc<std::collections::HashMap<String, Puller>>,
     /// The running resolver, once it holds its lease and has replayed.
-    pub resolver: Arc<tokio::sync::OnceCell<ResolverHandle>>,
+    pub resolver: ResolverSlot,
     /// How long a single-record ingest waits for its customer's token.
     pub resolve_timeout: std::time::Duration,
 }
@@ -52,9 +52,27 @@ impl AppState {
             ingestor,
             max_body_bytes,
             pullers: Arc::new(pullers),
-            resolver: Arc::new(tokio::sync::OnceCell::new()),
+            resolver: ResolverSlot::default(),
             resolve_timeout: std::time::Duration::from_secs(2),
         })
+    }
+}
+
+/// Where the running resolver's handle is published (empty while it
+/// replays or restarts).
+pub type ResolverSlot = Arc<std::sync::RwLock<Option<ResolverHandle>>>;
+
+/// Publishes (or withdraws) the resolver's handle.
+pub fn set_resolver(slot: &ResolverSlot, handle: Option<ResolverHandle>) {
+    if let Ok(mut s) = slot.write() {
+        *s = handle;
+    }
+}
+
+impl AppState {
+    /// The running resolver, if there is one now.
+    pub fn resolver(&self) -> Option<ResolverHandle> {
+        self.resolver.read().ok().and_then(|s| s.clone())
     }
 }
 

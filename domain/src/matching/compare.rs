@@ -3,7 +3,7 @@
 //! attribute (missing evidence weighs nothing).
 
 use serde::{Deserialize, Serialize};
-use strsim::{damerau_levenshtein, jaro_winkler};
+use strsim::jaro_winkler;
 
 use super::features::{AddressFeatures, MatchFeatures};
 use super::normalize;
@@ -131,8 +131,31 @@ fn both<'a>(a: Option<&'a str>, b: Option<&'a str>) -> Option<(&'a str, &'a str)
     Some((a?, b?))
 }
 
+/// Within one edit: one character inserted, deleted or replaced, or two
+/// adjacent characters swapped (Damerau-Levenshtein distance at most 1),
+/// without allocating: this runs for most candidate pairs.
 fn typo(a: &str, b: &str) -> bool {
-    a.len().abs_diff(b.len()) <= 1 && damerau_levenshtein(a, b) <= 1
+    if a.len().abs_diff(b.len()) > 4 {
+        return false;
+    }
+    if a.is_ascii() && b.is_ascii() {
+        return within_one_edit(a.as_bytes(), b.as_bytes());
+    }
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    within_one_edit(&a, &b)
+}
+
+fn within_one_edit<T: PartialEq>(a: &[T], b: &[T]) -> bool {
+    let prefix = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let (a, b) = (&a[prefix..], &b[prefix..]);
+    let suffix = a.iter().rev().zip(b.iter().rev()).take_while(|(x, y)| x == y).count();
+    let (a, b) = (&a[..a.len() - suffix.min(a.len())], &b[..b.len() - suffix.min(b.len())]);
+    match (a.len(), b.len()) {
+        (0, 0) | (0, 1) | (1, 0) | (1, 1) => true,
+        // An adjacent transposition: "ab" against "ba".
+        (2, 2) => a[0] == b[1] && a[1] == b[0],
+        _ => false,
+    }
 }
 
 /// Given names: exact, nickname of one another, one typo, Jaro-Winkler
@@ -190,8 +213,27 @@ pub fn date_of_birth(a: Option<chrono::NaiveDate>, b: Option<chrono::NaiveDate>)
     if a == b {
         return Some(0);
     }
-    let (sa, sb) = (a.format("%Y%m%d").to_string(), b.format("%Y%m%d").to_string());
-    Some(if damerau_levenshtein(&sa, &sb) <= 1 {
+    let digits = |d: chrono::NaiveDate| {
+        let mut out = [0u8; 8];
+        let (y, m, day) = (d.year().unsigned_abs(), d.month(), d.day());
+        for (i, v) in [
+            y / 1000,
+            y / 100 % 10,
+            y / 10 % 10,
+            y % 10,
+            m / 10,
+            m % 10,
+            day / 10,
+            day % 10,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            out[i] = v as u8;
+        }
+        out
+    };
+    Some(if within_one_edit(&digits(a), &digits(b)) {
         1
     } else if a.year() == b.year() && a.month() == b.day() && a.day() == b.month() {
         2
@@ -335,6 +377,37 @@ mod tests {
 
     fn level(attribute: Attribute, l: Option<u8>) -> Option<&'static str> {
         l.map(|i| attribute.levels()[usize::from(i)])
+    }
+
+    #[test]
+    fn one_edit_is_what_damerau_levenshtein_calls_one() {
+        let words = [
+            "",
+            "a",
+            "ab",
+            "ba",
+            "abc",
+            "acb",
+            "abd",
+            "abcd",
+            "bacd",
+            "abdc",
+            "xbcd",
+            "mccarthy",
+            "maccarthy",
+            "smith",
+            "smiht",
+            "smyth",
+            "jose",
+            "josé",
+            "jsoé",
+        ];
+        for a in words {
+            for b in words {
+                let want = strsim::damerau_levenshtein(a, b) <= 1;
+                assert_eq!(typo(a, b), want, "{a} vs {b}");
+            }
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! ids come from the caller (`Ids`), since the domain makes no random ids.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use uuid::Uuid;
@@ -394,45 +394,45 @@ impl Engine {
         let Some(f) = self.records[r as usize].features.as_ref() else {
             return Vec::new();
         };
-        let mut seen: HashSet<u32> = HashSet::new();
-        let mut best: HashMap<u32, Scored> = HashMap::new();
-        'keys: for k in &self.records[r as usize].keys {
-            let Some(bucket) = self.index.get(k) else { continue };
-            for &c in bucket {
-                if c == r || !seen.insert(c) {
-                    continue;
-                }
-                if seen.len() > self.limits.max_candidates {
-                    break 'keys;
-                }
-                let other = &self.records[c as usize];
-                let (Some(of), Some(customer)) = (other.features.as_ref(), other.customer) else {
-                    continue;
-                };
-                let customer = self.live_customer(customer);
-                let vector = compare(f, of);
-                let term_frequency = self.term_frequency(f, &vector);
-                let total = self.scorer.total(&vector) + term_frequency;
-                let scored = Scored {
-                    customer,
-                    total,
-                    record: c,
-                    vector,
-                    term_frequency,
-                };
-                match best.entry(customer) {
-                    Entry::Occupied(mut e) => {
-                        if total > e.get().total || (total == e.get().total && c < e.get().record) {
-                            e.insert(scored);
-                        }
-                    }
-                    Entry::Vacant(e) => {
-                        e.insert(scored);
-                    }
-                }
+        // Candidates: every record sharing a key, each once (sorting a
+        // vector is cheaper than hashing into a set on this hot path).
+        let mut candidates: Vec<u32> = Vec::new();
+        for k in &self.records[r as usize].keys {
+            if let Some(bucket) = self.index.get(k) {
+                candidates.extend(bucket.iter().copied().filter(|c| *c != r));
             }
         }
-        let mut out: Vec<Scored> = best.into_values().collect();
+        candidates.sort_unstable();
+        candidates.dedup();
+        candidates.truncate(self.limits.max_candidates);
+        let mut scored: Vec<Scored> = Vec::with_capacity(candidates.len());
+        for c in candidates {
+            let other = &self.records[c as usize];
+            let (Some(of), Some(customer)) = (other.features.as_ref(), other.customer) else {
+                continue;
+            };
+            let customer = self.live_customer(customer);
+            let vector = compare(f, of);
+            let term_frequency = self.term_frequency(f, &vector);
+            let total = self.scorer.total(&vector) + term_frequency;
+            scored.push(Scored {
+                customer,
+                total,
+                record: c,
+                vector,
+                term_frequency,
+            });
+        }
+        // Best per customer (ties: the lowest record number).
+        scored.sort_unstable_by(|a, b| {
+            a.customer
+                .cmp(&b.customer)
+                .then(b.total.total_cmp(&a.total))
+                .then(a.record.cmp(&b.record))
+        });
+        scored.dedup_by_key(|s| s.customer);
+        let best = scored;
+        let mut out: Vec<Scored> = best;
         out.sort_by(|a, b| b.total.total_cmp(&a.total).then(a.customer.cmp(&b.customer)));
         out
     }
