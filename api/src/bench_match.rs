@@ -279,6 +279,7 @@ async fn run_one(
     let decided = resolver.catch_up().await?;
     let resolve_seconds = started.elapsed().as_secs_f64();
     let stats = resolver.engine().stats();
+    let timings = resolver.timings();
     let heap = resolver.engine().heap_bytes();
 
     // Baseline in the same run: plain Fellegi-Sunter (no household cap, no
@@ -342,6 +343,11 @@ async fn run_one(
     put("em_candidate_pairs", em.candidate_pairs.into());
     put("prior", resolver.engine().scorer().parameters().prior.into());
     put("resolve_seconds", resolve_seconds.into());
+    put("resolve_read_seconds", timings.read.as_secs_f64().into());
+    put("resolve_open_seconds", timings.open.as_secs_f64().into());
+    put("resolve_features_seconds", timings.features.as_secs_f64().into());
+    put("resolve_decide_seconds", timings.decide.as_secs_f64().into());
+    put("resolve_append_seconds", timings.append.as_secs_f64().into());
     put(
         "import_records_per_second",
         (imported as f64 / import_seconds.max(1e-9)).into(),

@@ -100,6 +100,22 @@ pub struct Resolver {
     version: Option<u64>,
     ids: Box<dyn IdsSend>,
     processed: watch::Sender<Position>,
+    timings: ResolverTimings,
+}
+
+/// Where the resolver's time goes (cumulative since start), for the bench.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ResolverTimings {
+    /// Reading pages of the log.
+    pub read: std::time::Duration,
+    /// Opening source events (keys, decrypt, decompress, parse).
+    pub open: std::time::Duration,
+    /// Building features and updating the blocking index.
+    pub features: std::time::Duration,
+    /// Scoring and deciding (the engine).
+    pub decide: std::time::Duration,
+    /// Encoding and appending decisions.
+    pub append: std::time::Duration,
 }
 
 /// `Ids` that can move to the resolver's task.
@@ -138,6 +154,7 @@ impl Resolver {
             version: None,
             ids,
             processed,
+            timings: ResolverTimings::default(),
         };
         let report = resolver.replay().await?;
         Ok((resolver, report))
@@ -219,6 +236,11 @@ impl Resolver {
         self.checkpoint
     }
 
+    /// Where the time went since start.
+    pub fn timings(&self) -> ResolverTimings {
+        self.timings
+    }
+
     /// Decides a page of log events (those after the checkpoint) and
     /// appends the decisions. Returns how many source events it decided.
     pub async fn decide(&mut self, page: &[RecordedEvent]) -> Result<usize, ResolverError> {
@@ -231,19 +253,28 @@ impl Resolver {
         if sources.is_empty() {
             return Ok(0);
         }
+        let clock = std::time::Instant::now();
         let opened = self.opener.open_all(&sources).await?;
+        self.timings.open += clock.elapsed();
         let mut decisions: Vec<Decided> = Vec::new();
         for (e, o) in sources.iter().zip(opened) {
-            if self.observe(e, o) {
+            let clock = std::time::Instant::now();
+            let observed = self.observe(e, o);
+            self.timings.features += clock.elapsed();
+            if observed {
+                let clock = std::time::Instant::now();
                 let cause = Cause::Source {
                     stream: e.stream.clone(),
                     position: e.position.0,
                     event_id: e.id,
                 };
                 decisions.extend(self.engine.resolve(&e.stream, cause, self.ids.as_mut()));
+                self.timings.decide += clock.elapsed();
             }
         }
+        let clock = std::time::Instant::now();
         self.append(&decisions).await?;
+        self.timings.append += clock.elapsed();
         if let Some(p) = last_position {
             self.checkpoint = self.checkpoint.max(p.min(sources.last().map_or(p, |e| e.position)));
         }
@@ -301,7 +332,9 @@ impl Resolver {
     pub async fn catch_up(&mut self) -> Result<u64, ResolverError> {
         let mut total = 0u64;
         loop {
+            let clock = std::time::Instant::now();
             let page = self.store.read_all(self.checkpoint, self.settings.batch).await?;
+            self.timings.read += clock.elapsed();
             if page.is_empty() {
                 return Ok(total);
             }
