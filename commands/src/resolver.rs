@@ -130,6 +130,110 @@ pub struct ReplayReport {
     pub checkpoint: Position,
 }
 
+/// Source events of a page, opened and turned into features: `Some(Some)`
+/// a version to resolve, `Some(None)` a retraction or erasure, `None`
+/// nothing the resolver reads.
+#[derive(Debug, Default)]
+struct Prepared {
+    events: Vec<(RecordedEvent, Option<Option<MatchFeatures>>)>,
+    open: std::time::Duration,
+    features_time: std::time::Duration,
+}
+
+/// Opens the source events of `page` after `after` and builds their
+/// features (on a blocking thread: it is CPU work).
+async fn prepare(
+    opener: &SourceRecordOpener,
+    settings: &FeatureSettings,
+    page: &[RecordedEvent],
+    after: Position,
+) -> Result<Prepared, ResolverError> {
+    let sources: Vec<RecordedEvent> = page
+        .iter()
+        .filter(|e| e.position > after && is_source_event(e))
+        .cloned()
+        .collect();
+    if sources.is_empty() {
+        return Ok(Prepared::default());
+    }
+    let clock = std::time::Instant::now();
+    let opened = opener.open_all(&sources).await?;
+    let open = clock.elapsed();
+    let settings = settings.clone();
+    tokio::task::spawn_blocking(move || {
+        let clock = std::time::Instant::now();
+        let events = sources
+            .into_iter()
+            .zip(opened)
+            .map(|(e, o)| {
+                let f = match o {
+                    OpenedEvent::Version { content, .. } => {
+                        Some(Some(MatchFeatures::from_attributes(&content.attributes, &settings)))
+                    }
+                    OpenedEvent::Retracted { .. } | OpenedEvent::Erased { .. } => Some(None),
+                    OpenedEvent::Other => None,
+                };
+                (e, f)
+            })
+            .collect();
+        Prepared {
+            events,
+            open,
+            features_time: clock.elapsed(),
+        }
+    })
+    .await
+    .map_err(|_| ResolverError::Stopped)
+}
+
+/// The events of a batch of decisions.
+fn encode(decisions: &[Decided]) -> Result<Vec<NewEvent>, ResolverError> {
+    let now = Utc::now();
+    let mut events = Vec::with_capacity(decisions.len());
+    for d in decisions {
+        let (actor, causation) = match (&d.by, &d.cause) {
+            (DecidedBy::Resolver, Cause::Source { event_id, .. }) => (Actor::Resolver, Some(*event_id)),
+            (DecidedBy::Steward(id), Cause::Command { command_id }) => (Actor::Client(id.clone()), Some(*command_id)),
+            (DecidedBy::Resolver, Cause::Command { command_id }) => (Actor::Resolver, Some(*command_id)),
+            (DecidedBy::Steward(id), Cause::Source { event_id, .. }) => (Actor::Client(id.clone()), Some(*event_id)),
+        };
+        let metadata = EventMetadata {
+            occurred_at: now,
+            actor,
+            correlation_id: causation.unwrap_or_default(),
+            causation_id: causation,
+            schema_version: SCHEMA_VERSION,
+            key_id: None,
+        };
+        let id = deterministic_event_id("decision", &[&d.seq.to_be_bytes()]);
+        let data = Json::encode(d).map_err(|_| ResolverError::Corrupt(0))?;
+        let metadata = Json::encode(&metadata).map_err(|_| ResolverError::Corrupt(0))?;
+        events.push(NewEvent::new(id, d.decision.event_type(), data, metadata));
+    }
+    Ok(events)
+}
+
+/// Appends a batch to the `resolution` stream at exactly `version`;
+/// returns the stream's new version.
+async fn append_events(
+    store: &dyn EventStore,
+    version: Option<u64>,
+    events: Vec<NewEvent>,
+) -> Result<u64, ResolverError> {
+    let expected = match version {
+        None => ExpectedVersion::NoStream,
+        Some(v) => ExpectedVersion::Exact(v),
+    };
+    let outcome = store.append(RESOLUTION_STREAM, expected, events).await?;
+    if outcome.already_stored {
+        // These decision numbers were stored by someone else (the same ids,
+        // appended before): another resolver got there first. A resolver
+        // never retries an append, so it is not its own earlier try.
+        return Err(ResolverError::Fenced);
+    }
+    Ok(outcome.last_version)
+}
+
 fn is_source_event(e: &RecordedEvent) -> bool {
     matches!(e.event_type.as_str(), CAPTURED | CHANGED | RETRACTED)
 }
@@ -244,24 +348,47 @@ impl Resolver {
     /// Decides a page of log events (those after the checkpoint) and
     /// appends the decisions. Returns how many source events it decided.
     pub async fn decide(&mut self, page: &[RecordedEvent]) -> Result<usize, ResolverError> {
-        let sources: Vec<RecordedEvent> = page
-            .iter()
-            .filter(|e| e.position > self.checkpoint && is_source_event(e))
-            .cloned()
-            .collect();
-        let last_position = page.last().map(|e| e.position);
-        if sources.is_empty() {
+        let prepared = prepare(&self.opener, &self.settings.features, page, self.checkpoint).await?;
+        self.decide_prepared(prepared, page.last().map(|e| e.position)).await
+    }
+
+    /// Decides source events already opened and turned into features.
+    async fn decide_prepared(
+        &mut self,
+        prepared: Prepared,
+        last_position: Option<Position>,
+    ) -> Result<usize, ResolverError> {
+        let Some((decisions, count, last_source)) = self.decide_engine(prepared) else {
             return Ok(0);
-        }
+        };
         let clock = std::time::Instant::now();
-        let opened = self.opener.open_all(&sources).await?;
-        self.timings.open += clock.elapsed();
+        self.append(&decisions).await?;
+        self.timings.append += clock.elapsed();
+        if let Some(p) = last_position {
+            self.checkpoint = self.checkpoint.max(p.min(last_source));
+        }
+        self.processed.send_replace(self.checkpoint);
+        Ok(count)
+    }
+
+    /// The engine's part: observe and resolve each prepared event. Returns
+    /// the decisions, the number of source events and the last one's
+    /// position (`None` when there were none).
+    fn decide_engine(&mut self, prepared: Prepared) -> Option<(Vec<Decided>, usize, Position)> {
+        self.timings.open += prepared.open;
+        self.timings.features += prepared.features_time;
+        let count = prepared.events.len();
+        let last_source = prepared.events.last().map(|(e, _)| e.position)?;
         let mut decisions: Vec<Decided> = Vec::new();
-        for (e, o) in sources.iter().zip(opened) {
+        for (e, features) in prepared.events {
             let clock = std::time::Instant::now();
-            let observed = self.observe(e, o);
+            let version = matches!(features, Some(Some(_)));
+            match features {
+                Some(f) => self.engine.observe(&e.stream, f),
+                None => continue,
+            }
             self.timings.features += clock.elapsed();
-            if observed {
+            if version {
                 let clock = std::time::Instant::now();
                 let cause = Cause::Source {
                     stream: e.stream.clone(),
@@ -272,79 +399,98 @@ impl Resolver {
                 self.timings.decide += clock.elapsed();
             }
         }
-        let clock = std::time::Instant::now();
-        self.append(&decisions).await?;
-        self.timings.append += clock.elapsed();
-        if let Some(p) = last_position {
-            self.checkpoint = self.checkpoint.max(p.min(sources.last().map_or(p, |e| e.position)));
-        }
-        self.processed.send_replace(self.checkpoint);
-        Ok(sources.len())
+        Some((decisions, count, last_source))
     }
 
     async fn append(&mut self, decisions: &[Decided]) -> Result<(), ResolverError> {
         if decisions.is_empty() {
             return Ok(());
         }
-        let now = Utc::now();
-        let mut events = Vec::with_capacity(decisions.len());
-        for d in decisions {
-            let (actor, causation) = match (&d.by, &d.cause) {
-                (DecidedBy::Resolver, Cause::Source { event_id, .. }) => (Actor::Resolver, Some(*event_id)),
-                (DecidedBy::Steward(id), Cause::Command { command_id }) => {
-                    (Actor::Client(id.clone()), Some(*command_id))
-                }
-                (DecidedBy::Resolver, Cause::Command { command_id }) => (Actor::Resolver, Some(*command_id)),
-                (DecidedBy::Steward(id), Cause::Source { event_id, .. }) => {
-                    (Actor::Client(id.clone()), Some(*event_id))
-                }
-            };
-            let metadata = EventMetadata {
-                occurred_at: now,
-                actor,
-                correlation_id: causation.unwrap_or_default(),
-                causation_id: causation,
-                schema_version: SCHEMA_VERSION,
-                key_id: None,
-            };
-            let id = deterministic_event_id("decision", &[&d.seq.to_be_bytes()]);
-            let data = Json::encode(d).map_err(|_| ResolverError::Corrupt(0))?;
-            let metadata = Json::encode(&metadata).map_err(|_| ResolverError::Corrupt(0))?;
-            events.push(NewEvent::new(id, d.decision.event_type(), data, metadata));
-        }
-        let expected = match self.version {
-            None => ExpectedVersion::NoStream,
-            Some(v) => ExpectedVersion::Exact(v),
-        };
-        let outcome = self.store.append(RESOLUTION_STREAM, expected, events).await?;
-        if outcome.already_stored {
-            // These decision numbers were stored by someone else (the same
-            // ids, appended before): another resolver got there first. This
-            // one never retries an append, so it is not its own earlier try.
-            return Err(ResolverError::Fenced);
-        }
-        self.version = Some(outcome.last_version);
+        let events = encode(decisions)?;
+        self.version = Some(append_events(self.store.as_ref(), self.version, events).await?);
         Ok(())
     }
 
     /// Reads the log from the checkpoint and decides everything there is
     /// now. Returns the number of source events decided.
     pub async fn catch_up(&mut self) -> Result<u64, ResolverError> {
+        // A pipeline over the two cores: the next page is read, opened and
+        // turned into features on another task, and the previous page's
+        // decisions are encoded and appended on a third, while the engine
+        // decides this one (the engine itself is one sequential fold).
+        // Appends stay in order: each waits for the one before, whose
+        // version it expects.
         let mut total = 0u64;
+        let mut next = self.spawn_prepare(self.checkpoint);
+        let mut inflight: Option<(tokio::task::JoinHandle<Result<u64, ResolverError>>, Position)> = None;
         loop {
-            let clock = std::time::Instant::now();
-            let page = self.store.read_all(self.checkpoint, self.settings.batch).await?;
-            self.timings.read += clock.elapsed();
-            if page.is_empty() {
+            let (page_last, prepared, read) = next.await.map_err(|_| ResolverError::Stopped)??;
+            self.timings.read += read;
+            let Some(last) = page_last else {
+                self.finish_append(inflight.take()).await?;
                 return Ok(total);
+            };
+            next = self.spawn_prepare(last);
+            let decided = self.decide_engine(prepared);
+            let clock = std::time::Instant::now();
+            self.finish_append(inflight.take()).await?;
+            self.timings.append += clock.elapsed();
+            if let Some((decisions, count, last_source)) = decided {
+                total += count as u64;
+                let checkpoint = self.checkpoint.max(last.min(last_source));
+                if !decisions.is_empty() {
+                    let store = self.store.clone();
+                    let version = self.version;
+                    let n = decisions.len() as u64;
+                    inflight = Some((
+                        tokio::spawn(async move {
+                            let events = encode(&decisions)?;
+                            append_events(store.as_ref(), version, events).await
+                        }),
+                        checkpoint,
+                    ));
+                    // The version this append will leave (checked when it ends).
+                    self.version = Some(version.map_or(n - 1, |v| v + n));
+                }
             }
-            let last = page.last().map(|e| e.position);
-            total += self.decide(&page).await? as u64;
             // Pages with no source events still move the reader on.
-            if let Some(p) = last {
-                self.checkpoint = self.checkpoint.max(p);
-            }
+            self.checkpoint = self.checkpoint.max(last);
         }
+    }
+
+    /// Waits for an append started by `catch_up` and publishes its progress.
+    async fn finish_append(
+        &mut self,
+        inflight: Option<(tokio::task::JoinHandle<Result<u64, ResolverError>>, Position)>,
+    ) -> Result<(), ResolverError> {
+        if let Some((task, checkpoint)) = inflight {
+            let last_version = task.await.map_err(|_| ResolverError::Stopped)??;
+            if Some(last_version) != self.version {
+                return Err(ResolverError::Fenced);
+            }
+            self.processed.send_replace(checkpoint);
+        }
+        Ok(())
+    }
+
+    /// Reads the page after `after` and prepares it, on a task of its own.
+    #[allow(clippy::type_complexity)]
+    fn spawn_prepare(
+        &self,
+        after: Position,
+    ) -> tokio::task::JoinHandle<Result<(Option<Position>, Prepared, std::time::Duration), ResolverError>> {
+        let store = self.store.clone();
+        let opener = self.opener.clone();
+        let features = self.settings.features.clone();
+        let batch = self.settings.batch;
+        tokio::spawn(async move {
+            let clock = std::time::Instant::now();
+            let page = store.read_all(after, batch).await?;
+            let read = clock.elapsed();
+            let last = page.last().map(|e| e.position);
+            let prepared = prepare(&opener, &features, &page, after).await?;
+            Ok((last, prepared, read))
+        })
     }
 
     /// Applies a steward command and appends its decisions.
