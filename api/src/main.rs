@@ -268,24 +268,11 @@ async fn train(config: Config, args: TrainArgs) -> anyhow::Result<()> {
 }
 
 async fn resolve(config: Config) -> anyhow::Result<()> {
-    use mdm_commands::resolver::{RandomIds, Resolver, ResolverSettings};
     let (matching, scorer) = mdm_api::compose::load_matching(&config)?;
     let ingestor = open_ingestor(&config).await?;
     let _lease = mdm_api::compose::acquire_resolver_lease(&config).await?;
-    let engine = mdm_domain::resolution::engine::Engine::new(scorer, Default::default());
-    let settings = ResolverSettings {
-        features: matching.features,
-        ..ResolverSettings::default()
-    };
     let started = std::time::Instant::now();
-    let (mut resolver, replay) = Resolver::start(
-        ingestor.store().clone(),
-        ingestor.keys().clone(),
-        engine,
-        settings,
-        Box::new(RandomIds),
-    )
-    .await?;
+    let (mut resolver, replay) = start_resolver(&ingestor, &matching, &scorer).await?;
     let replay_seconds = started.elapsed().as_secs_f64();
     let started = std::time::Instant::now();
     let decided = resolver.catch_up().await?;
@@ -426,6 +413,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
 /// Takes the resolver lease, replays the resolver from the log and runs it;
 /// returns only if it fails.
+/// A resolver over the ingestor's stores, replayed from the log.
+async fn start_resolver(
+    ingestor: &Ingestor,
+    matching: &mdm_api::sources::MatchingConfig,
+    scorer: &mdm_domain::matching::model::Scorer,
+) -> anyhow::Result<(mdm_commands::resolver::Resolver, mdm_commands::resolver::ReplayReport)> {
+    use mdm_commands::resolver::{RandomIds, Resolver, ResolverSettings};
+    let engine = mdm_domain::resolution::engine::Engine::new(scorer.clone(), Default::default());
+    let settings = ResolverSettings {
+        features: matching.features.clone(),
+        ..ResolverSettings::default()
+    };
+    let store = ingestor.store().clone();
+    Ok(Resolver::start(store, ingestor.keys().clone(), engine, settings, Box::new(RandomIds)).await?)
+}
+
 async fn run_resolver(
     config: &Config,
     ingestor: &Ingestor,
@@ -433,22 +436,9 @@ async fn run_resolver(
     scorer: &mdm_domain::matching::model::Scorer,
     slot: &mdm_api::http::ResolverSlot,
 ) -> anyhow::Result<()> {
-    use mdm_commands::resolver::{RandomIds, Resolver, ResolverSettings};
     let _lease = mdm_api::compose::acquire_resolver_lease(config).await?;
     let started = std::time::Instant::now();
-    let engine = mdm_domain::resolution::engine::Engine::new(scorer.clone(), Default::default());
-    let settings = ResolverSettings {
-        features: matching.features.clone(),
-        ..ResolverSettings::default()
-    };
-    let (resolver, replay) = Resolver::start(
-        ingestor.store().clone(),
-        ingestor.keys().clone(),
-        engine,
-        settings,
-        Box::new(RandomIds),
-    )
-    .await?;
+    let (resolver, replay) = start_resolver(ingestor, matching, scorer).await?;
     tracing::info!(
         decisions = replay.decisions,
         source_events = replay.source_events,

@@ -296,13 +296,12 @@ impl Resolver {
             let page = self.store.read_all(after, MAX_READ.min(20_000)).await?;
             let Some(last) = page.last() else { break };
             after = last.position;
-            let sources: Vec<RecordedEvent> = page
-                .into_iter()
-                .filter(|e| is_source_event(e) && e.position <= self.checkpoint)
-                .collect();
-            let opened = self.opener.open_all(&sources).await?;
-            for (e, o) in sources.iter().zip(opened) {
-                self.observe(e, o);
+            let decided: Vec<RecordedEvent> = page.into_iter().filter(|e| e.position <= self.checkpoint).collect();
+            let prepared = prepare(&self.opener, &self.settings.features, &decided, Position::START).await?;
+            for (e, features) in prepared.events {
+                if let Some(f) = features {
+                    self.engine.observe(&e.stream, f);
+                }
                 report.source_events += 1;
             }
             if after >= self.checkpoint {
@@ -313,23 +312,6 @@ impl Resolver {
         report.checkpoint = self.checkpoint;
         self.processed.send_replace(self.checkpoint);
         Ok(report)
-    }
-
-    /// Records what a source event says about its record; `true` when it
-    /// is a version to resolve.
-    fn observe(&mut self, e: &RecordedEvent, opened: OpenedEvent) -> bool {
-        match opened {
-            OpenedEvent::Version { content, .. } => {
-                let f = MatchFeatures::from_attributes(&content.attributes, &self.settings.features);
-                self.engine.observe(&e.stream, Some(f));
-                true
-            }
-            OpenedEvent::Retracted { .. } | OpenedEvent::Erased { .. } => {
-                self.engine.observe(&e.stream, None);
-                false
-            }
-            OpenedEvent::Other => false,
-        }
     }
 
     pub fn engine(&self) -> &Engine {

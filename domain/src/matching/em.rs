@@ -69,6 +69,31 @@ pub fn estimate_u(random: &VectorCounts) -> Vec<Vec<f64>> {
         .collect()
 }
 
+/// Parameters for every attribute and level, (m, u) from `at(attribute
+/// index, level index)`.
+fn comparisons(at: impl Fn(usize, usize) -> (f64, f64)) -> Vec<ComparisonParams> {
+    Attribute::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, a)| ComparisonParams {
+            attribute: *a,
+            levels: a
+                .levels()
+                .iter()
+                .enumerate()
+                .map(|(l, name)| {
+                    let (m, u) = at(i, l);
+                    LevelParams {
+                        level: (*name).to_owned(),
+                        m,
+                        u,
+                    }
+                })
+                .collect(),
+        })
+        .collect()
+}
+
 /// Runs EM from `start` (its m and prior; u comes from `random`).
 pub fn estimate(
     start: &MatchParameters,
@@ -138,23 +163,7 @@ pub fn estimate(
             }
         }
     }
-    let comparisons = Attribute::ALL
-        .iter()
-        .enumerate()
-        .map(|(i, a)| ComparisonParams {
-            attribute: *a,
-            levels: a
-                .levels()
-                .iter()
-                .enumerate()
-                .map(|(l, name)| LevelParams {
-                    level: (*name).to_owned(),
-                    m: m[i][l],
-                    u: u[i][l],
-                })
-                .collect(),
-        })
-        .collect();
+    let comparisons = comparisons(|i, l| (m[i][l], u[i][l]));
     let report = EmReport {
         iterations,
         converged,
@@ -323,27 +332,15 @@ pub fn train(
         }
     }
     let mut combined = start.clone();
-    combined.comparisons = Attribute::ALL
-        .iter()
-        .enumerate()
-        .map(|(i, a)| ComparisonParams {
-            attribute: *a,
-            levels: a
-                .levels()
-                .iter()
-                .enumerate()
-                .map(|(l, name)| LevelParams {
-                    level: (*name).to_owned(),
-                    m: if counts[i] == 0 {
-                        start.comparisons[i].levels[l].m
-                    } else {
-                        (sums[i][l] / f64::from(counts[i])).max(MIN_PROBABILITY)
-                    },
-                    u: 0.0,
-                })
-                .collect(),
-        })
-        .collect();
+    // (u is estimated again from the random pairs by `estimate`.)
+    combined.comparisons = comparisons(|i, l| {
+        let m = if counts[i] == 0 {
+            start.comparisons[i].levels[l].m
+        } else {
+            (sums[i][l] / f64::from(counts[i])).max(MIN_PROBABILITY)
+        };
+        (m, 0.0)
+    });
     // Pinned, not estimated: a generational suffix is too rare for EM to
     // learn from, and Jr against Sr is a definition, not evidence.
     combined.comparisons[Attribute::Suffix as usize] = start.comparisons[Attribute::Suffix as usize].clone();
