@@ -326,15 +326,40 @@ impl EventStore for PostgresEventStore {
         // Decode each row as it arrives instead of holding the whole page of
         // raw rows first: half the memory, and decoding overlaps the transfer.
         let limit = sql_limit(max_count);
-        let mut rows = sqlx::query(&sql)
-            .bind(to_i64(after.0))
-            .bind(limit)
-            .fetch(&self.inner.pool);
-        let mut events = Vec::with_capacity(limit.min(PREALLOCATE) as usize);
-        while let Some(row) = rows.try_next().await.map_err(read_err)? {
-            events.push(decode_row(&row)?);
+        let mut waited = Duration::ZERO;
+        let mut pause = Duration::from_millis(2);
+        let mut warned = false;
+        loop {
+            let mut rows = sqlx::query(&sql)
+                .bind(to_i64(after.0))
+                .bind(limit)
+                .fetch(&self.inner.pool);
+            let mut events = Vec::with_capacity(limit.min(PREALLOCATE) as usize);
+            while let Some(row) = rows.try_next().await.map_err(read_err)? {
+                events.push(decode_row(&row)?);
+            }
+            drop(rows);
+            if !events.is_empty() || !self.committed_after(after).await? {
+                return Ok(events);
+            }
+            // An empty page while committed events exist after `after`: an
+            // older transaction somewhere in the cluster (the horizon is
+            // cluster-wide) still holds them back. Returning the empty page
+            // would tell the caller it has read everything committed, which
+            // a full scan (a snapshot's retraction, a rebuild) relies on; so
+            // wait for the horizon to pass them.
+            tokio::time::sleep(pause).await;
+            waited += pause;
+            pause = (pause * 2).min(Duration::from_millis(100));
+            if waited > Duration::from_secs(10) && !warned {
+                warned = true;
+                tracing::warn!(
+                    waited_seconds = waited.as_secs(),
+                    "a long transaction elsewhere in the PostgreSQL cluster holds back the event log's \
+                     visibility horizon; reads of the log wait for it"
+                );
+            }
         }
-        Ok(events)
     }
 
     async fn read_last_events(&self, streams: &[String]) -> Result<Vec<Option<RecordedEvent>>, ReadError> {
@@ -386,6 +411,15 @@ impl EventStore for PostgresEventStore {
 }
 
 impl PostgresEventStore {
+    /// Whether any committed event lies after `after`, horizon or not.
+    async fn committed_after(&self, after: Position) -> Result<bool, ReadError> {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM event WHERE position > $1)")
+            .bind(to_i64(after.0))
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(read_err)
+    }
+
     async fn current_version(&self, stream: &str) -> Result<Option<u64>, AppendError> {
         let v: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM event WHERE stream = $1")
             .bind(stream)

@@ -243,6 +243,41 @@ async fn duplicates_in_one_call_get_one_key(backend: Backend) {
     assert_eq!(found[1].as_ref().map(|k| k.key_id()), Some(ids[0]));
 }
 
+/// Many calls at once (as single-record ingests make them), overlapping in
+/// their subjects: each subject gets one key, exactly one call reports
+/// creating it, and every call gets its own subjects' keys in its own order.
+/// On SQLite such calls are served in groups, one transaction per group.
+async fn concurrent_calls_get_their_own_answers_and_one_key_per_subject(backend: Backend) {
+    let store = backend.open(&MasterKey::generate()).await;
+    let mut tasks = Vec::new();
+    for i in 0..64u32 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let subjects = vec![format!("s-{i}"), format!("shared-{}", i % 4), format!("s-{i}-b")];
+            let answer = store.get_or_create(&subjects).await.expect("create");
+            (subjects, answer)
+        }));
+    }
+    let mut by_subject: std::collections::HashMap<String, (Uuid, u32)> = Default::default();
+    for t in tasks {
+        let (subjects, answer) = t.await.expect("task");
+        assert_eq!(answer.len(), subjects.len());
+        for (subject, lookup) in subjects.iter().zip(&answer) {
+            let entry = by_subject.entry(subject.clone()).or_insert((lookup.key.key_id(), 0));
+            assert_eq!(entry.0, lookup.key.key_id(), "one key for {subject}");
+            entry.1 += u32::from(lookup.created);
+        }
+    }
+    assert_eq!(by_subject.len(), 64 * 2 + 4);
+    assert!(
+        by_subject.values().all(|(_, created)| *created == 1),
+        "exactly one creator per subject"
+    );
+    let found = store.find(&names(&["s-7", "shared-3"])).await.expect("find");
+    assert_eq!(found[0].as_ref().map(|k| k.key_id()), Some(by_subject["s-7"].0));
+    assert_eq!(found[1].as_ref().map(|k| k.key_id()), Some(by_subject["shared-3"].0));
+}
+
 async fn keys_are_found_by_id(backend: Backend) {
     let store = backend.open(&MasterKey::generate()).await;
     let made = store.get_or_create(&names(&["p", "q"])).await.expect("create");
@@ -455,6 +490,7 @@ macro_rules! on_both_backends {
 on_both_backends!(
     created_keys_are_found_again,
     duplicates_in_one_call_get_one_key,
+    concurrent_calls_get_their_own_answers_and_one_key_per_subject,
     keys_are_found_by_id,
     destroyed_keys_stay_destroyed,
     the_naming_key_is_stable_across_opens,

@@ -112,6 +112,48 @@ async fn an_append_that_commits_late_is_delivered_in_order_and_never_skipped() {
     assert_eq!(got, [held_id, first_id, second_id]);
 }
 
+/// The horizon is cluster-wide: an unrelated transaction holding a
+/// transaction id (here in the same database, but any database would do)
+/// hides events committed after it began. A read must then wait rather than
+/// answer an empty page, which callers take to mean "nothing more is
+/// committed" (a full snapshot's retraction scan relied on that and missed
+/// records while other tests ran).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_empty_page_is_never_answered_while_a_committed_event_is_hidden() {
+    let backend = PostgresBackend::new().await.expect("backend");
+    let store = backend.open().await;
+    let before = store
+        .append("before", ExpectedVersion::NoStream, vec![event("Opened", json!({}))])
+        .await
+        .expect("append");
+
+    let mut other = PgConnection::connect(&backend.url).await.expect("connect");
+    other.execute("BEGIN").await.expect("begin");
+    other
+        .execute("SELECT pg_current_xact_id()")
+        .await
+        .expect("take a transaction id");
+    let hidden = event("Hidden", json!({}));
+    let hidden_id = hidden.id;
+    store
+        .append("after", ExpectedVersion::NoStream, vec![hidden])
+        .await
+        .expect("append");
+
+    let reader = store.clone();
+    let mut read = tokio::spawn(async move { reader.read_all(before.last_position, 10).await });
+    let early = tokio::time::timeout(Duration::from_millis(400), &mut read).await;
+    assert!(early.is_err(), "answered {early:?} while the event was hidden");
+
+    other.execute("ROLLBACK").await.expect("end the transaction");
+    let page = tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("the read finishes once the horizon passes")
+        .expect("task")
+        .expect("read");
+    assert_eq!(page.iter().map(|e| e.id).collect::<Vec<_>>(), [hidden_id]);
+}
+
 /// Many writers in many connections, a subscriber following all along:
 /// every committed event arrives exactly once and in position order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

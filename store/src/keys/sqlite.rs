@@ -61,6 +61,9 @@ pub struct SqliteKeyStore {
 struct Inner {
     path: PathBuf,
     writer: Mutex<Connection>,
+    /// `get_or_create` calls waiting for the writer: whoever holds it next
+    /// serves all of them in one transaction (one fsync for the group).
+    pending: Mutex<Vec<PendingCreate>>,
     reader: Mutex<Connection>,
     master: MasterKey,
     naming: DataKey,
@@ -127,8 +130,8 @@ impl SqliteKeyStore {
 
 /// A panic while a connection was held unwound through its transaction,
 /// whose drop rolled it back: the connection is fine to use again.
-fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
-    conn.lock().unwrap_or_else(PoisonError::into_inner)
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn open_blocking(path: PathBuf, master: MasterKey) -> Result<SqliteKeyStore, KeyStoreError> {
@@ -175,6 +178,7 @@ fn open_blocking(path: PathBuf, master: MasterKey) -> Result<SqliteKeyStore, Key
         inner: Arc::new(Inner {
             path,
             writer: Mutex::new(writer),
+            pending: Mutex::new(Vec::new()),
             reader: Mutex::new(reader),
             master,
             naming,
@@ -284,6 +288,42 @@ fn key_id_of(bytes: &[u8]) -> Result<Uuid, KeyStoreError> {
 
 /// One row's `(wrapped, destroyed)` columns.
 type KeyColumns = (Option<Vec<u8>>, bool);
+
+/// One waiting `get_or_create` call.
+struct PendingCreate {
+    subjects: Vec<String>,
+    reply: tokio::sync::oneshot::Sender<Result<Vec<Lookup>, KeyStoreError>>,
+}
+
+/// Serves a group of calls in one transaction; if that fails, each call on
+/// its own, so that every caller gets its own precise answer.
+fn serve_group(conn: &mut Connection, master: &MasterKey, group: Vec<PendingCreate>) {
+    match group.len() {
+        0 => {}
+        1 => {
+            for call in group {
+                let _ = call.reply.send(get_or_create(conn, master, &call.subjects));
+            }
+        }
+        _ => {
+            let all: Vec<String> = group.iter().flat_map(|c| c.subjects.iter().cloned()).collect();
+            match get_or_create(conn, master, &all) {
+                Ok(lookups) => {
+                    let mut lookups = lookups.into_iter();
+                    for call in group {
+                        let part: Vec<Lookup> = lookups.by_ref().take(call.subjects.len()).collect();
+                        let _ = call.reply.send(Ok(part));
+                    }
+                }
+                Err(_) => {
+                    for call in group {
+                        let _ = call.reply.send(get_or_create(conn, master, &call.subjects));
+                    }
+                }
+            }
+        }
+    }
+}
 
 fn get_or_create(conn: &mut Connection, master: &MasterKey, subjects: &[String]) -> Result<Vec<Lookup>, KeyStoreError> {
     let (unique, slots) = distinct(subjects);
@@ -428,13 +468,28 @@ fn destroy(conn: &mut Connection, key_ids: &[Uuid]) -> Result<usize, KeyStoreErr
 
 #[async_trait]
 impl KeyStore for SqliteKeyStore {
+    /// Group commit: a single-record ingest creates one key per request, and
+    /// with `synchronous=FULL` each transaction costs an fsync; requests that
+    /// arrive while one commits are served together by the next writer, so a
+    /// busy service pays one fsync per group (as the event store does).
     async fn get_or_create(&self, subjects: &[String]) -> Result<Vec<Lookup>, KeyStoreError> {
         if subjects.is_empty() {
             return Ok(Vec::new());
         }
-        let subjects = subjects.to_vec();
-        self.write(move |conn, inner| get_or_create(conn, &inner.master, &subjects))
-            .await
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        lock(&self.inner.pending).push(PendingCreate {
+            subjects: subjects.to_vec(),
+            reply,
+        });
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = lock(&inner.writer);
+            let group = std::mem::take(&mut *lock(&inner.pending));
+            serve_group(&mut conn, &inner.master, group);
+        })
+        .await
+        .map_err(|e| KeyStoreError::Internal(Box::new(e)))?;
+        answer.await.map_err(|e| KeyStoreError::Internal(Box::new(e)))?
     }
 
     async fn find(&self, subjects: &[String]) -> Result<Vec<Option<SubjectKey>>, KeyStoreError> {
