@@ -14,12 +14,17 @@
 //! - `source_record`: the source-record events (captured, changed,
 //!   retracted), their sealed personal content and the pure decision whether
 //!   an incoming record changes anything.
-//!
-//! Matching (normalize, block, compare, score, decide) and survivorship will
-//! live here too; see ARCHITECTURE.md for the plan.
+//! - `matching`: normalize, features, blocking keys, comparisons with
+//!   levels, the Fellegi-Sunter model with its explanations, EM training.
+//! - `resolution`: the decision events, the resolver's engine (which records
+//!   are one customer, households, steward commands) and `membership`, the
+//!   plain fold of decisions into record-to-customer assignments (as-of).
+//! - `survivorship`: a customer's golden record from its source records,
+//!   under a versioned rule set, with the lineage of every value.
 
 pub mod matching;
 pub mod metadata;
 pub mod resolution;
 pub mod source;
 pub mod source_record;
+pub mod survivorship;

@@ -8,3 +8,4 @@
 
 pub mod backends;
 pub mod contract;
+pub mod fixtures;

@@ -6,108 +6,16 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use mdm_commands::ingest::{IngestContext, Ingestor};
-use mdm_commands::input::csv::{CsvOptions, CsvRecords};
+use mdm_commands::ingest::Ingestor;
 use mdm_commands::resolver::{RandomIds, Resolver, ResolverError, ResolverSettings};
 use mdm_commands::train::latest_records;
 use mdm_domain::matching::model::{DecisionRules, MatchParameters, Scorer};
-use mdm_domain::metadata::Actor;
 use mdm_domain::resolution::engine::{CommandError, CommandRequest, Engine, Limits, StewardCommand};
 use mdm_domain::resolution::events::{Decided, Decision, RESOLUTION_STREAM};
-use mdm_domain::source::{SourceDefinition, SourceDefinitions};
-use mdm_store::keys::postgres::PostgresKeyStore;
-use mdm_store::keys::sqlite::SqliteKeyStore;
-use mdm_store::keys::{KeyStore, MasterKey};
+use mdm_store::keys::KeyStore;
 use mdm_store::{AppendError, Direction, EventStore, Position, StreamStart};
 use mdm_tests::backends::{PostgresBackend, SqliteBackend};
-use mdm_tests::contract::Backend;
-
-const CRM: &str = r#"
-[[sources]]
-system = "crm"
-trust_rank = 50
-format = "csv"
-id = "id"
-name = { given = "given", family = "family", suffix = "suffix" }
-emails = ["email"]
-phones = [{ path = "phone", kind = "home" }]
-addresses = [{ line1 = "street", city = "city", postcode = "zip" }]
-date_of_birth = { path = "dob", formats = ["%Y-%m-%d"] }
-"#;
-
-const HEADER: &str = "id,given,family,suffix,email,phone,street,city,zip,dob\n";
-
-fn definitions() -> Arc<SourceDefinitions> {
-    #[derive(serde::Deserialize)]
-    struct File {
-        sources: Vec<SourceDefinition>,
-    }
-    let file: File = toml::from_str(CRM).expect("parses");
-    Arc::new(SourceDefinitions::new(file.sources).expect("valid"))
-}
-
-const GIVEN: [&str; 12] = [
-    "robert", "mary", "james", "patricia", "michael", "linda", "william", "barbara", "david", "susan", "richard",
-    "karen",
-];
-const FAMILY: [&str; 10] = [
-    "okafor",
-    "lindqvist",
-    "moreau",
-    "takahashi",
-    "brennan",
-    "castillo",
-    "novak",
-    "haddad",
-    "sorensen",
-    "abara",
-];
-
-/// `persons` people in households of two (a couple at one address sharing
-/// phone and family name), each person with one to three records, some
-/// with a typo in the family name or no e-mail. Deterministic.
-fn rows(persons: usize) -> Vec<String> {
-    let mut out = Vec::new();
-    for p in 0..persons {
-        let household = p / 2;
-        let given = GIVEN[p % GIVEN.len()];
-        let family = FAMILY[household % FAMILY.len()];
-        let street = format!(
-            "{} {} st",
-            10 + household,
-            ["oak", "elm", "pine", "birch"][household % 4]
-        );
-        let zip = format!("{:05}", 60000 + household);
-        let phone = format!("312555{:04}", household % 10_000);
-        let dob = format!("19{:02}-{:02}-{:02}", 40 + p % 50, 1 + p % 12, 1 + p % 28);
-        let email = format!("{given}.{family}{p}@example.test");
-        for copy in 0..=(p % 3) {
-            let family = if copy == 1 && p % 5 == 0 {
-                format!("{family}x")
-            } else {
-                family.to_owned()
-            };
-            let email = if copy == 2 { String::new() } else { email.clone() };
-            out.push(format!(
-                "p{p}-{copy},{given},{family},,{email},{phone},{street},springfield,{zip},{dob}"
-            ));
-        }
-    }
-    out
-}
-
-fn csv(rows: &[String]) -> Vec<mdm_commands::input::InputRecord> {
-    let text = format!("{HEADER}{}\n", rows.join("\n"));
-    CsvRecords::new(std::io::Cursor::new(text.into_bytes()), CsvOptions::default()).collect()
-}
-
-fn ctx() -> IngestContext {
-    IngestContext {
-        actor: Actor::Operator,
-        correlation_id: uuid::Uuid::now_v7(),
-        occurred_at: chrono::Utc::now(),
-    }
-}
+use mdm_tests::fixtures::{definitions, ingest, postgres_stores, rows, sqlite_stores, Stores};
 
 fn engine() -> Engine {
     Engine::new(
@@ -179,57 +87,6 @@ fn check_decisions(all: &[Decided], records: usize) {
     }
     assert_eq!(placed.len(), records, "every record placed");
     assert!(placed.values().all(|n| *n == 1), "no record placed twice");
-}
-
-struct Stores {
-    store: Arc<dyn EventStore>,
-    keys: Arc<dyn KeyStore>,
-}
-
-async fn sqlite_stores(backend: &SqliteBackend) -> Stores {
-    let store = backend.open().await;
-    let keys: Arc<dyn KeyStore> = Arc::new(
-        SqliteKeyStore::open(&backend.path().with_extension("keys.db"), MasterKey::generate())
-            .await
-            .expect("keys"),
-    );
-    Stores { store, keys }
-}
-
-async fn postgres_stores(backend: &PostgresBackend) -> Stores {
-    let store = backend.open().await;
-    let keys: Arc<dyn KeyStore> = Arc::new(
-        PostgresKeyStore::open(&backend.url, "mdm_keys", MasterKey::generate())
-            .await
-            .expect("keys"),
-    );
-    Stores { store, keys }
-}
-
-async fn ingest(s: &Stores, rows: &[String]) {
-    let ingestor = Ingestor::new(s.store.clone(), s.keys.clone(), definitions());
-    let mut streams = Vec::new();
-    for chunk in rows.chunks(100) {
-        let out = ingestor.ingest("crm", csv(chunk), &ctx()).await.expect("ingest");
-        streams.extend(out.into_iter().filter_map(|o| o.stream));
-    }
-    // On PostgreSQL the global log shows an append once every older write
-    // transaction in the cluster has ended (other tests run beside this
-    // one): wait until the reader sees the last record ingested.
-    let last = streams.last().cloned().expect("rows ingested");
-    let tail = s
-        .store
-        .read_stream(&last, StreamStart::Edge, Direction::Backwards, 1)
-        .await
-        .expect("read");
-    let position = tail[0].position;
-    for _ in 0..1000 {
-        if s.store.head().await.expect("head") >= position {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    panic!("the log never showed the ingested records");
 }
 
 async fn crash_and_resume(crashed: Stores, clean: Stores) {

@@ -1,0 +1,327 @@
+//! The `decisions` projection: every decision per customer (the history a
+//! steward audits) and the review queue.
+//!
+//! Decisions hold no personal data (records are named by their
+//! pseudonymous streams, customers by token), so this projection never opens
+//! source records and erasure never has to touch its rows beyond what the
+//! privacy issue decides.
+
+use async_trait::async_trait;
+use mdm_domain::resolution::events::{Decided, DecidedBy, Decision, ReviewOutcome, RESOLUTION_STREAM};
+use sqlx::AnyConnection;
+
+use crate::db::{execute_rows, time_text, to_i64, Dialect, Value};
+use crate::runner::{Batch, Names, Projection, ProjectionError};
+
+/// The decision history and review queue.
+#[derive(Debug, Default)]
+pub struct DecisionsProjection;
+
+const TABLES: &[&str] = &["decision_history", "review_item"];
+
+const POSTGRES: &[&str] = &[
+    "CREATE TABLE decision_history{s} (
+        token text NOT NULL,
+        position bigint NOT NULL,
+        stream_version bigint NOT NULL,
+        seq bigint NOT NULL,
+        decision_type text NOT NULL,
+        actor_kind text NOT NULL,
+        actor text,
+        reason text NOT NULL,
+        rule_set text NOT NULL,
+        record text,
+        other_tokens text NOT NULL,
+        explanation text,
+        decision text NOT NULL,
+        recorded_at text NOT NULL,
+        PRIMARY KEY (token, position)
+    )",
+    "COMMENT ON TABLE decision_history{s} IS 'Every decision that named a customer, one row per customer it named: what the history of a customer shows'",
+    "COMMENT ON COLUMN decision_history{s}.token IS 'The customer the row is about'",
+    "COMMENT ON COLUMN decision_history{s}.position IS 'Global log position of the decision event'",
+    "COMMENT ON COLUMN decision_history{s}.stream_version IS 'Version of the decision event in the resolution stream (to read it back for as-of)'",
+    "COMMENT ON COLUMN decision_history{s}.seq IS 'The resolver''s dense decision number'",
+    "COMMENT ON COLUMN decision_history{s}.decision_type IS 'Event type: CustomerCreated, RecordLinked, CustomersMerged, ...'",
+    "COMMENT ON COLUMN decision_history{s}.actor_kind IS 'resolver or steward'",
+    "COMMENT ON COLUMN decision_history{s}.actor IS 'The steward''s id (null for the resolver)'",
+    "COMMENT ON COLUMN decision_history{s}.reason IS 'The steward''s reason, or the resolver''s rule'",
+    "COMMENT ON COLUMN decision_history{s}.rule_set IS 'Version of the match parameters and rules that scored it'",
+    "COMMENT ON COLUMN decision_history{s}.record IS 'The source record (pseudonymous stream) the decision was about, if one'",
+    "COMMENT ON COLUMN decision_history{s}.other_tokens IS 'JSON array of the other customers the decision named'",
+    "COMMENT ON COLUMN decision_history{s}.explanation IS 'JSON match explanation (levels, weights, total, band), when scored'",
+    "COMMENT ON COLUMN decision_history{s}.decision IS 'The decision event''s payload as JSON without its match explanations (no personal data)'",
+    "COMMENT ON COLUMN decision_history{s}.recorded_at IS 'When the decision was recorded (RFC 3339, UTC)'",
+    "CREATE INDEX decision_history_g{g}_position ON decision_history{s} (position)",
+    "CREATE INDEX decision_history_g{g}_record ON decision_history{s} (record)",
+    "CREATE TABLE review_item{s} (
+        review_id text PRIMARY KEY,
+        record text NOT NULL,
+        token text NOT NULL,
+        candidate text NOT NULL,
+        candidate_record text NOT NULL,
+        total double precision NOT NULL,
+        explanation text NOT NULL,
+        state text NOT NULL,
+        opened_position bigint NOT NULL,
+        opened_at text NOT NULL,
+        closed_position bigint,
+        closed_at text,
+        closed_by text,
+        close_reason text
+    )",
+    "COMMENT ON TABLE review_item{s} IS 'The review queue: pairs the resolver could not decide, open and closed'",
+    "COMMENT ON COLUMN review_item{s}.review_id IS 'Id of the review item'",
+    "COMMENT ON COLUMN review_item{s}.record IS 'The record that prompted it (pseudonymous stream)'",
+    "COMMENT ON COLUMN review_item{s}.token IS 'The customer that record belonged to when the item opened'",
+    "COMMENT ON COLUMN review_item{s}.candidate IS 'The customer it might belong to instead'",
+    "COMMENT ON COLUMN review_item{s}.candidate_record IS 'The candidate''s best-scoring record'",
+    "COMMENT ON COLUMN review_item{s}.total IS 'Match weight of the pair, in bits'",
+    "COMMENT ON COLUMN review_item{s}.explanation IS 'JSON match explanation of the pair'",
+    "COMMENT ON COLUMN review_item{s}.state IS 'open, linked, kept_apart or skipped'",
+    "COMMENT ON COLUMN review_item{s}.opened_position IS 'Log position of the ReviewRequested decision'",
+    "COMMENT ON COLUMN review_item{s}.opened_at IS 'When it opened (RFC 3339, UTC)'",
+    "COMMENT ON COLUMN review_item{s}.closed_position IS 'Log position of the ReviewClosed decision'",
+    "COMMENT ON COLUMN review_item{s}.closed_at IS 'When it closed'",
+    "COMMENT ON COLUMN review_item{s}.closed_by IS 'The steward who closed it'",
+    "COMMENT ON COLUMN review_item{s}.close_reason IS 'The steward''s reason'",
+    "CREATE INDEX review_item_g{g}_state ON review_item{s} (state, opened_position)",
+];
+
+// SQLite has no COMMENT: the PostgreSQL comments above document both.
+const SQLITE: &[&str] = &[
+    "CREATE TABLE decision_history{s} (
+        token text NOT NULL,
+        position integer NOT NULL,
+        stream_version integer NOT NULL,
+        seq integer NOT NULL,
+        decision_type text NOT NULL,
+        actor_kind text NOT NULL,
+        actor text,
+        reason text NOT NULL,
+        rule_set text NOT NULL,
+        record text,
+        other_tokens text NOT NULL,
+        explanation text,
+        decision text NOT NULL,
+        recorded_at text NOT NULL,
+        PRIMARY KEY (token, position)
+    ) WITHOUT ROWID",
+    "CREATE INDEX decision_history_g{g}_position ON decision_history{s} (position)",
+    "CREATE INDEX decision_history_g{g}_record ON decision_history{s} (record)",
+    "CREATE TABLE review_item{s} (
+        review_id text PRIMARY KEY,
+        record text NOT NULL,
+        token text NOT NULL,
+        candidate text NOT NULL,
+        candidate_record text NOT NULL,
+        total real NOT NULL,
+        explanation text NOT NULL,
+        state text NOT NULL,
+        opened_position integer NOT NULL,
+        opened_at text NOT NULL,
+        closed_position integer,
+        closed_at text,
+        closed_by text,
+        close_reason text
+    )",
+    "CREATE INDEX review_item_g{g}_state ON review_item{s} (state, opened_position)",
+];
+
+fn outcome_state(outcome: ReviewOutcome) -> &'static str {
+    match outcome {
+        ReviewOutcome::Linked => "linked",
+        ReviewOutcome::KeptApart => "kept_apart",
+        ReviewOutcome::Skipped => "skipped",
+    }
+}
+
+/// The record a decision is about, if one.
+pub fn decision_record(d: &Decision) -> Option<&str> {
+    match d {
+        Decision::CustomerCreated { record, .. }
+        | Decision::RecordLinked { record, .. }
+        | Decision::RecordMoved { record, .. }
+        | Decision::RecordSplit { record, .. } => Some(record),
+        Decision::CustomersMerged { record, .. } => record.as_deref(),
+        Decision::ReviewRequested { review } => Some(&review.record),
+        Decision::NotAMatchMarked { .. } | Decision::ReviewClosed { .. } | Decision::HouseholdChanged { .. } => None,
+    }
+}
+
+fn decision_explanation(d: &Decision) -> Option<String> {
+    let e = match d {
+        Decision::CustomerCreated { nearest, .. } => nearest.as_ref(),
+        Decision::RecordLinked { explanation, .. } => explanation.as_ref(),
+        Decision::RecordMoved { explanation, .. } => Some(explanation),
+        Decision::CustomersMerged { explanations, .. } => explanations.first(),
+        Decision::ReviewRequested { review } => Some(&review.explanation),
+        _ => None,
+    };
+    e.and_then(|e| serde_json::to_string(e).ok())
+}
+
+/// The decision's payload as JSON without its explanations (the row keeps
+/// the first one in its own column; the others stay in the log): an
+/// explanation is most of a decision's size, and storing it twice doubled
+/// what a rebuild writes.
+fn decision_without_explanations(d: &Decision) -> Result<String, serde_json::Error> {
+    let mut value = serde_json::to_value(d)?;
+    if let Some(map) = value.as_object_mut() {
+        map.remove("explanation");
+        map.remove("nearest");
+        map.remove("explanations");
+        if let Some(review) = map.get_mut("review").and_then(|r| r.as_object_mut()) {
+            review.remove("explanation");
+        }
+    }
+    serde_json::to_string(&value)
+}
+
+/// Decodes a decision event, or says why not.
+pub fn decode_decision(event: &mdm_store::RecordedEvent) -> Result<Decided, ProjectionError> {
+    event.data.decode::<Decided>().map_err(|e| ProjectionError::Corrupt {
+        position: event.position.0,
+        reason: format!("decision does not decode: {e}"),
+    })
+}
+
+#[async_trait]
+impl Projection for DecisionsProjection {
+    fn name(&self) -> &'static str {
+        "decisions"
+    }
+
+    fn schema_version(&self) -> i64 {
+        // 2: an index on `record` (as-of finds a record's decisions).
+        // 3: `decision` without the explanations (kept once, in `explanation`).
+        3
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        TABLES
+    }
+
+    fn schema(&self, dialect: Dialect) -> Vec<&'static str> {
+        match dialect {
+            Dialect::Postgres => POSTGRES.to_vec(),
+            Dialect::Sqlite => SQLITE.to_vec(),
+        }
+    }
+
+    fn opens_source_records(&self) -> bool {
+        false
+    }
+
+    async fn apply(&self, tx: &mut AnyConnection, names: &Names, batch: &Batch<'_>) -> Result<(), ProjectionError> {
+        let mut history: Vec<Vec<Value>> = Vec::new();
+        let mut opened: Vec<Vec<Value>> = Vec::new();
+        // Closures in log order; an item opened and closed in one batch is
+        // inserted first, then updated.
+        let mut closed: Vec<(String, &'static str, i64, String, Option<String>, String)> = Vec::new();
+        for event in batch.events {
+            if event.stream != RESOLUTION_STREAM {
+                continue;
+            }
+            let decided = decode_decision(event)?;
+            let at = time_text(event.recorded_at);
+            let position = to_i64(event.position.0);
+            let (actor_kind, actor) = match &decided.by {
+                DecidedBy::Resolver => ("resolver", None),
+                DecidedBy::Steward(id) => ("steward", Some(id.clone())),
+            };
+            let payload = decision_without_explanations(&decided.decision).map_err(|e| ProjectionError::Corrupt {
+                position: event.position.0,
+                reason: e.to_string(),
+            })?;
+            let explanation = decision_explanation(&decided.decision);
+            let record = decision_record(&decided.decision).map(str::to_owned);
+            let tokens = {
+                let mut t = decided.decision.tokens();
+                let mut seen = std::collections::HashSet::new();
+                t.retain(|x| seen.insert(*x));
+                t
+            };
+            for token in &tokens {
+                let others: Vec<String> = tokens.iter().filter(|t| *t != token).map(|t| t.to_string()).collect();
+                history.push(vec![
+                    Value::text(token.to_string()),
+                    Value::int(position),
+                    Value::int(to_i64(event.version)),
+                    Value::int(to_i64(decided.seq)),
+                    Value::text(decided.decision.event_type()),
+                    Value::text(actor_kind),
+                    Value::opt_text(actor.clone()),
+                    Value::text(decided.reason.clone()),
+                    Value::text(decided.rule_set.clone()),
+                    Value::opt_text(record.clone()),
+                    Value::text(serde_json::to_string(&others).unwrap_or_else(|_| "[]".into())),
+                    Value::opt_text(explanation.clone()),
+                    Value::text(payload.clone()),
+                    Value::text(at.clone()),
+                ]);
+            }
+            match &decided.decision {
+                Decision::ReviewRequested { review } => opened.push(vec![
+                    Value::text(review.review_id.to_string()),
+                    Value::text(review.record.clone()),
+                    Value::text(review.token.to_string()),
+                    Value::text(review.candidate.to_string()),
+                    Value::text(review.candidate_record.clone()),
+                    Value::Real(Some(review.explanation.total)),
+                    Value::text(serde_json::to_string(&review.explanation).unwrap_or_default()),
+                    Value::text("open"),
+                    Value::int(position),
+                    Value::text(at.clone()),
+                ]),
+                Decision::ReviewClosed { review_id, outcome } => closed.push((
+                    review_id.to_string(),
+                    outcome_state(*outcome),
+                    position,
+                    at.clone(),
+                    actor.clone(),
+                    decided.reason.clone(),
+                )),
+                _ => {}
+            }
+        }
+        execute_rows(
+            tx,
+            &names.sql(
+                "INSERT INTO decision_history{s} (token, position, stream_version, seq, decision_type, actor_kind, actor, \
+                 reason, rule_set, record, other_tokens, explanation, decision, recorded_at)",
+            ),
+            "",
+            14,
+            &history,
+        )
+        .await?;
+        execute_rows(
+            tx,
+            &names.sql(
+                "INSERT INTO review_item{s} (review_id, record, token, candidate, candidate_record, total, explanation, \
+                 state, opened_position, opened_at)",
+            ),
+            "",
+            10,
+            &opened,
+        )
+        .await?;
+        let close = names.sql(
+            "UPDATE review_item{s} SET state = $2, closed_position = $3, closed_at = $4, closed_by = $5, \
+             close_reason = $6 WHERE review_id = $1",
+        );
+        for (id, state, position, at, by, reason) in closed {
+            sqlx::query(&close)
+                .bind(id)
+                .bind(state)
+                .bind(position)
+                .bind(at)
+                .bind(by)
+                .bind(reason)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(())
+    }
+}
