@@ -8,7 +8,7 @@ use mdm_store::keys::{KeyStore, MasterKey};
 use mdm_store::sqlite::{Durability, SqliteEventStore, SqliteOptions};
 use mdm_store::EventStore;
 
-use crate::config::{Config, EventStoreConfig, KeyStoreConfig, MasterKeyConfig};
+use crate::config::{Config, EventStoreConfig, KeyStoreConfig, MasterKeyConfig, ReadModelConfig};
 
 /// Opens the configured key store with the configured master key.
 pub async fn open_key_store(config: &Config) -> anyhow::Result<Arc<dyn KeyStore>> {
@@ -186,4 +186,37 @@ pub async fn acquire_resolver_lease(config: &Config) -> anyhow::Result<ResolverL
         }
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     }
+}
+
+/// Opens the configured read-model database.
+pub async fn open_read_db(config: &Config) -> anyhow::Result<mdm_projections::ReadDb> {
+    match &config.read_models {
+        ReadModelConfig::Sqlite { path } => mdm_projections::ReadDb::open_sqlite(path)
+            .await
+            .with_context(|| format!("opening the read models at {}", path.display())),
+        ReadModelConfig::Postgres { url, schema } => mdm_projections::ReadDb::open_postgres(url.expose(), schema)
+            .await
+            .context("opening the PostgreSQL read models"),
+    }
+}
+
+/// What the golden records are built with: the `[survivorship]` rule set
+/// of the sources file, each system's trust rank and the phone region.
+pub fn customer_settings(config: &Config) -> anyhow::Result<mdm_projections::CustomerSettings> {
+    let (matching, _) = load_matching(config)?;
+    let (rules, trust) = match &config.sources_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let rules = crate::sources::parse_survivorship(&text).with_context(|| format!("in {}", path.display()))?;
+            let sources = crate::sources::parse_sources(&text).with_context(|| format!("in {}", path.display()))?;
+            let trust = sources.iter().map(|s| (s.system.clone(), s.trust_rank)).collect();
+            (rules, trust)
+        }
+        None => Default::default(),
+    };
+    Ok(mdm_projections::CustomerSettings {
+        rules,
+        trust,
+        features: matching.features,
+    })
 }

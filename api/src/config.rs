@@ -11,6 +11,9 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::http::feed::FeedSettings;
+use crate::webhooks::WebhookSettings;
+
 /// A value that must never be printed (URLs with passwords, keys).
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
@@ -64,6 +67,15 @@ pub enum MasterKeyConfig {
     File { path: PathBuf, generate: bool },
 }
 
+/// Where the read models (projections) live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadModelConfig {
+    /// The embedded default: a SQLite file beside the event log.
+    Sqlite { path: PathBuf },
+    /// PostgreSQL, in a schema of its own.
+    Postgres { url: Secret, schema: String },
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeysConfig {
     pub store: KeyStoreConfig,
@@ -80,8 +92,22 @@ pub struct Config {
     /// none means no source system is configured yet.
     pub sources_file: Option<PathBuf>,
     pub keys: KeysConfig,
+    pub read_models: ReadModelConfig,
     /// The largest request body the HTTP API accepts, in bytes (413 above).
     pub max_body_bytes: usize,
+    /// Keep-alive and polling of `GET /v1/feed`.
+    pub feed: FeedSettings,
+    /// Retries, timeouts and polling of webhook delivery.
+    pub webhooks: WebhookSettings,
+    /// HTTPS instead of plain HTTP: a PEM certificate chain and its key.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The PEM files of the service's TLS certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -104,6 +130,36 @@ struct FileConfig {
     http: FileHttp,
     #[serde(default)]
     keys: FileKeys,
+    #[serde(default)]
+    read_models: FileReadModels,
+    #[serde(default)]
+    feed: FileFeed,
+    #[serde(default)]
+    webhooks: FileWebhooks,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileFeed {
+    keep_alive_ms: Option<u64>,
+    poll_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileWebhooks {
+    max_attempts: Option<u64>,
+    retry_base_ms: Option<u64>,
+    retry_cap_ms: Option<u64>,
+    timeout_ms: Option<u64>,
+    poll_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileReadModels {
+    url: Option<Secret>,
+    postgres_schema: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -128,6 +184,8 @@ struct FileEventStore {
 struct FileHttp {
     listen: Option<String>,
     max_body_bytes: Option<usize>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 impl Config {
@@ -136,7 +194,11 @@ impl Config {
     /// `MDM_EVENT_STORE_URL`, `MDM_POSTGRES_SCHEMA`, `MDM_SQLITE_FSYNC`,
     /// `MDM_HTTP_LISTEN`, `MDM_HTTP_MAX_BODY_BYTES`, `MDM_SOURCES_FILE`,
     /// `MDM_KEY_STORE_URL`, `MDM_KEY_STORE_SCHEMA`, `MDM_MASTER_KEY`,
-    /// `MDM_MASTER_KEY_FILE`.
+    /// `MDM_MASTER_KEY_FILE`, `MDM_READ_MODEL_URL`, `MDM_READ_MODEL_SCHEMA`,
+    /// `MDM_FEED_KEEP_ALIVE_MS`, `MDM_FEED_POLL_MS`,
+    /// `MDM_WEBHOOK_MAX_ATTEMPTS`, `MDM_WEBHOOK_RETRY_BASE_MS`,
+    /// `MDM_WEBHOOK_RETRY_CAP_MS`, `MDM_WEBHOOK_TIMEOUT_MS`,
+    /// `MDM_WEBHOOK_POLL_MS`.
     pub fn from_sources(file: Option<&str>, env: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
         let file: FileConfig = match file {
             Some(text) => toml::from_str(text).map_err(|e| ConfigError::File(e.message().to_owned()))?,
@@ -180,16 +242,121 @@ impl Config {
             })?,
             None => file.http.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
         };
+        let tls = match (
+            var("MDM_TLS_CERT").map(PathBuf::from).or(file.http.tls_cert),
+            var("MDM_TLS_KEY").map(PathBuf::from).or(file.http.tls_key),
+        ) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            _ => {
+                return Err(ConfigError::Value {
+                    key: "http.tls_cert / MDM_TLS_CERT and http.tls_key / MDM_TLS_KEY".into(),
+                    reason: "give both the certificate and its key, or neither".into(),
+                })
+            }
+        };
         let keys = keys_config(&data_dir, &event_store, file.keys, &var)?;
+        let read_models = read_model_config(&data_dir, &event_store, file.read_models, &var)?;
+        let feed = feed_config(file.feed, &var)?;
+        let webhooks = webhook_config(file.webhooks, &var)?;
         Ok(Config {
             data_dir,
             event_store,
             listen,
             sources_file,
             keys,
+            read_models,
             max_body_bytes,
+            feed,
+            webhooks,
+            tls,
         })
     }
+}
+
+/// A positive whole number from the environment (`env_key`) or the file
+/// (`file_key`), or `default`.
+fn positive(
+    var: &dyn Fn(&str) -> Option<String>,
+    env_key: &str,
+    file_key: &str,
+    file: Option<u64>,
+    default: u64,
+) -> Result<u64, ConfigError> {
+    let bad = || ConfigError::Value {
+        key: format!("{file_key} / {env_key}"),
+        reason: "expected a whole number above 0".into(),
+    };
+    let value = match var(env_key) {
+        Some(v) => v.trim().parse::<u64>().map_err(|_| bad())?,
+        None => file.unwrap_or(default),
+    };
+    if value == 0 {
+        return Err(bad());
+    }
+    Ok(value)
+}
+
+fn feed_config(file: FileFeed, var: &dyn Fn(&str) -> Option<String>) -> Result<FeedSettings, ConfigError> {
+    let defaults = FeedSettings::default();
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    Ok(FeedSettings {
+        keep_alive: std::time::Duration::from_millis(positive(
+            var,
+            "MDM_FEED_KEEP_ALIVE_MS",
+            "feed.keep_alive_ms",
+            file.keep_alive_ms,
+            ms(defaults.keep_alive),
+        )?),
+        poll: std::time::Duration::from_millis(positive(
+            var,
+            "MDM_FEED_POLL_MS",
+            "feed.poll_ms",
+            file.poll_ms,
+            ms(defaults.poll),
+        )?),
+        page: defaults.page,
+    })
+}
+
+fn webhook_config(file: FileWebhooks, var: &dyn Fn(&str) -> Option<String>) -> Result<WebhookSettings, ConfigError> {
+    let defaults = WebhookSettings::default();
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let duration = |env_key: &str, file_key: &str, file: Option<u64>, default: std::time::Duration| {
+        positive(var, env_key, file_key, file, ms(default)).map(std::time::Duration::from_millis)
+    };
+    let max_attempts = positive(
+        var,
+        "MDM_WEBHOOK_MAX_ATTEMPTS",
+        "webhooks.max_attempts",
+        file.max_attempts,
+        u64::from(defaults.max_attempts),
+    )?;
+    Ok(WebhookSettings {
+        max_attempts: u32::try_from(max_attempts).map_err(|_| ConfigError::Value {
+            key: "webhooks.max_attempts / MDM_WEBHOOK_MAX_ATTEMPTS".into(),
+            reason: "too large".into(),
+        })?,
+        retry_base: duration(
+            "MDM_WEBHOOK_RETRY_BASE_MS",
+            "webhooks.retry_base_ms",
+            file.retry_base_ms,
+            defaults.retry_base,
+        )?,
+        retry_cap: duration(
+            "MDM_WEBHOOK_RETRY_CAP_MS",
+            "webhooks.retry_cap_ms",
+            file.retry_cap_ms,
+            defaults.retry_cap,
+        )?,
+        timeout: duration(
+            "MDM_WEBHOOK_TIMEOUT_MS",
+            "webhooks.timeout_ms",
+            file.timeout_ms,
+            defaults.timeout,
+        )?,
+        poll: duration("MDM_WEBHOOK_POLL_MS", "webhooks.poll_ms", file.poll_ms, defaults.poll)?,
+    })
 }
 
 /// 32 MiB: a batch of tens of thousands of records; bigger loads go through
@@ -262,6 +429,52 @@ fn keys_config(
             }),
         };
     Ok(KeysConfig { store, master_key })
+}
+
+/// The read models follow the event store unless configured: PostgreSQL
+/// (schema `mdm_read`) beside a PostgreSQL log, else `read.db` in the data
+/// folder.
+fn read_model_config(
+    data_dir: &std::path::Path,
+    event_store: &EventStoreConfig,
+    file: FileReadModels,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<ReadModelConfig, ConfigError> {
+    let schema = var("MDM_READ_MODEL_SCHEMA")
+        .or(file.postgres_schema)
+        .unwrap_or_else(|| "mdm_read".to_owned());
+    if schema.is_empty() || !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(ConfigError::Value {
+            key: "read_models.postgres_schema / MDM_READ_MODEL_SCHEMA".into(),
+            reason: "use letters, digits and underscores".into(),
+        });
+    }
+    match var("MDM_READ_MODEL_URL").map(Secret::new).or(file.url) {
+        Some(url) => {
+            let text = url.expose();
+            if let Some(path) = text.strip_prefix("sqlite://").or_else(|| text.strip_prefix("sqlite:")) {
+                Ok(ReadModelConfig::Sqlite {
+                    path: PathBuf::from(path),
+                })
+            } else if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+                Ok(ReadModelConfig::Postgres { url, schema })
+            } else {
+                Err(ConfigError::Value {
+                    key: "read_models.url / MDM_READ_MODEL_URL".into(),
+                    reason: "expected sqlite: or postgres://".into(),
+                })
+            }
+        }
+        None => Ok(match event_store {
+            EventStoreConfig::Postgres { url, .. } => ReadModelConfig::Postgres {
+                url: url.clone(),
+                schema,
+            },
+            _ => ReadModelConfig::Sqlite {
+                path: data_dir.join("read.db"),
+            },
+        }),
+    }
 }
 
 fn parse_store_url(url: Secret, schema: String, fsync: bool) -> Result<EventStoreConfig, ConfigError> {
@@ -339,6 +552,33 @@ mod tests {
             }
         );
         assert_eq!(c.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        assert_eq!(
+            c.read_models,
+            ReadModelConfig::Sqlite {
+                path: PathBuf::from("./mdm-data/read.db")
+            }
+        );
+    }
+
+    #[test]
+    fn read_models_follow_a_postgres_event_store_into_their_own_schema() {
+        let pg = [
+            ("MDM_EVENT_STORE_URL", "postgres://u:pw@db/mdm"),
+            ("MDM_MASTER_KEY", "c2VjcmV0"),
+        ];
+        let c = Config::from_sources(None, &env(&pg)).expect("valid");
+        assert!(matches!(c.read_models, ReadModelConfig::Postgres { ref schema, .. } if schema == "mdm_read"));
+        let c = Config::from_sources(None, &env(&[("MDM_READ_MODEL_URL", "sqlite:/tmp/r.db")])).expect("valid");
+        assert_eq!(
+            c.read_models,
+            ReadModelConfig::Sqlite {
+                path: PathBuf::from("/tmp/r.db")
+            }
+        );
+        let e = Config::from_sources(None, &env(&[("MDM_READ_MODEL_URL", "mysql://x")])).expect_err("refused");
+        assert!(e.to_string().contains("MDM_READ_MODEL_URL"), "{e}");
+        let e = Config::from_sources(None, &env(&[("MDM_READ_MODEL_SCHEMA", "a;b")])).expect_err("refused");
+        assert!(e.to_string().contains("MDM_READ_MODEL_SCHEMA"), "{e}");
     }
 
     #[test]
@@ -423,6 +663,31 @@ mod tests {
         assert!(e.to_string().contains("colour"));
         let e = Config::from_sources(None, &env(&[("MDM_SQLITE_FSYNC", "maybe")])).expect_err("refused");
         assert!(e.to_string().contains("MDM_SQLITE_FSYNC"));
+    }
+
+    #[test]
+    fn feed_and_webhook_settings_come_from_the_file_or_the_environment() {
+        let c = Config::from_sources(None, &env(&[])).expect("valid");
+        assert_eq!(c.feed, FeedSettings::default());
+        assert_eq!(c.feed.keep_alive, std::time::Duration::from_secs(15));
+        assert_eq!(c.webhooks, WebhookSettings::default());
+        assert_eq!(c.webhooks.max_attempts, 8);
+        let file = "[feed]\nkeep_alive_ms = 250\n[webhooks]\nmax_attempts = 2\nretry_base_ms = 10\n";
+        let c = Config::from_sources(Some(file), &env(&[("MDM_WEBHOOK_RETRY_CAP_MS", "40")])).expect("valid");
+        assert_eq!(c.feed.keep_alive, std::time::Duration::from_millis(250));
+        assert_eq!(c.webhooks.max_attempts, 2);
+        assert_eq!(c.webhooks.retry_base, std::time::Duration::from_millis(10));
+        assert_eq!(c.webhooks.retry_cap, std::time::Duration::from_millis(40));
+        let c = Config::from_sources(Some(file), &env(&[("MDM_WEBHOOK_MAX_ATTEMPTS", "3")])).expect("valid");
+        assert_eq!(c.webhooks.max_attempts, 3, "the environment wins");
+        for (key, value) in [
+            ("MDM_WEBHOOK_MAX_ATTEMPTS", "0"),
+            ("MDM_FEED_POLL_MS", "soon"),
+            ("MDM_WEBHOOK_TIMEOUT_MS", "-5"),
+        ] {
+            let e = Config::from_sources(None, &env(&[(key, value)])).expect_err("refused");
+            assert!(e.to_string().contains(key), "{e}");
+        }
     }
 
     #[test]

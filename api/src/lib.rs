@@ -6,13 +6,22 @@
 //! - `sources`: loading and validating the source-system definitions file;
 //! - `http`: the axum router: health and ingest, problem+json errors;
 //! - `datagen`: `mdm datagen`, the synthetic seven-system data set with its ground truth;
+//! - `demo`: `mdm demo`, a fresh folder with the sample data ingested, API keys and curl commands;
 //! - `bench_ingest`: `mdm bench ingest`, bulk capture against plain SQLite;
+//! - `webhooks`: webhook subscribers, signed delivery with retries and dead letters;
 //! - `main.rs`: the `mdm` CLI (`serve`, `import`, `datagen`, `sources check`, `bench`).
 
+pub mod auth;
+pub mod bench_api;
 pub mod bench_ingest;
 pub mod bench_match;
+pub mod bench_projections;
 pub mod compose;
 pub mod config;
 pub mod datagen;
+// `mdm demo` (issue 6): sample data ingested, keys and curl commands printed.
+pub mod demo;
 pub mod http;
 pub mod sources;
+// Feed and webhooks (issue 6): webhook delivery.
+pub mod webhooks;

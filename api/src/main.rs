@@ -52,10 +52,28 @@ enum Command {
     Resolve,
     /// Writes the synthetic data set of the seven source systems, with its ground truth.
     Datagen(mdm_api::datagen::DatagenArgs),
+    /// The first thing to run: a fresh folder (./mdm-demo) with the seven
+    /// systems' sample data ingested, API keys and curl commands printed; then serves it.
+    Demo(mdm_api::demo::DemoArgs),
     /// Source-system definitions.
     Sources {
         #[command(subcommand)]
         what: SourcesCommand,
+    },
+    /// Exports from the read models.
+    Export {
+        #[command(subcommand)]
+        what: ExportCommand,
+    },
+    /// The read models: their status and lag, and rebuilds.
+    Projections {
+        #[command(subcommand)]
+        what: ProjectionsCommand,
+    },
+    /// API clients: add (prints the key once), list, revoke.
+    Clients {
+        #[command(subcommand)]
+        what: ClientsCommand,
     },
     /// Measures the product and prints one JSON line per figure.
     Bench {
@@ -111,6 +129,54 @@ struct PullArgs {
     emails: Vec<String>,
 }
 
+#[derive(Subcommand, Debug)]
+enum ExportCommand {
+    /// Writes `system,source_id,token` for every source record as CSV to
+    /// stdout (streamed), so a transactional system can re-key its tables to
+    /// tokens in one pass. Tokens are always the surviving customer's.
+    Xref {
+        /// Only this source system's records.
+        #[arg(long)]
+        system: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ProjectionsCommand {
+    /// Each projection's position, generation and lag behind the log (one JSON line each).
+    Status,
+    /// Builds fresh tables from the start of the log beside the live ones
+    /// (which keep serving), then swaps them in and drops the old ones.
+    Rebuild {
+        /// The projection to rebuild (all when absent): customers, source_records, decisions.
+        name: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ClientsCommand {
+    /// Registers a client and prints its key (shown only this once) as JSON.
+    Add {
+        /// A unique name for the client (the system that uses it).
+        #[arg(long)]
+        name: String,
+        /// ingest, reader, steward, compliance or admin.
+        #[arg(long)]
+        role: String,
+        /// For readers: the golden attributes it may see, e.g. `name,phone`
+        /// (name, email, phone, address, date_of_birth); all when absent.
+        #[arg(long)]
+        scopes: Option<String>,
+    },
+    /// Lists the clients (one JSON line each; keys are never shown).
+    List,
+    /// Revokes a client by id or name: its key stops working.
+    Revoke {
+        /// The client's id or name.
+        client: String,
+    },
+}
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum SyntaxArg {
     Csv,
@@ -138,12 +204,22 @@ enum BenchCommand {
     Ingest(mdm_api::bench_ingest::IngestBenchArgs),
     /// Match quality (pairwise precision, recall, F1) and resolver speed on FEBRL and generated data.
     Match(mdm_api::bench_match::MatchBenchArgs),
+    /// Full rebuild speed of the read models against plain batched inserts, and lag under sustained ingest.
+    Projections(mdm_api::bench_projections::ProjectionsBenchArgs),
+    /// The running service under load from a second process: customer by token against a bare
+    /// primary-key handler, and single-record ingest latency at a fixed rate.
+    Api(mdm_api::bench_api::ApiBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Both rustls back-ends are linked (the KurrentDB client brings
+    // aws-lc-rs, reqwest ring): name the one TLS uses, once, up front.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("MDM_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_env("MDM_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn")),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -164,6 +240,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sources {
             what: SourcesCommand::Check { file },
         } => check_sources(&file),
+        Command::Export {
+            what: ExportCommand::Xref { system },
+        } => export_xref(load_config(cli.config.as_deref())?, system).await,
+        Command::Projections {
+            what: ProjectionsCommand::Status,
+        } => projections_status(load_config(cli.config.as_deref())?).await,
+        Command::Projections {
+            what: ProjectionsCommand::Rebuild { name },
+        } => projections_rebuild(load_config(cli.config.as_deref())?, name).await,
+        Command::Clients { what } => clients(load_config(cli.config.as_deref())?, what).await,
         Command::Bench {
             what: BenchCommand::Store(args),
         } => mdm_store::bench::run_store_bench(args).await,
@@ -173,6 +259,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             what: BenchCommand::Match(args),
         } => mdm_api::bench_match::run_match_bench(args).await,
+        Command::Bench {
+            what: BenchCommand::Projections(args),
+        } => mdm_api::bench_projections::run_projections_bench(args).await,
+        Command::Bench {
+            what: BenchCommand::Api(args),
+        } => mdm_api::bench_api::run_api_bench(args).await,
+        Command::Demo(args) => {
+            let config = mdm_api::demo::prepare(&args).await?;
+            if args.no_serve {
+                Ok(())
+            } else {
+                serve(config).await
+            }
+        }
         Command::Datagen(args) => {
             let summary = tokio::task::spawn_blocking(move || mdm_api::datagen::run(&args)).await??;
             tracing::info!("generated {summary}");
@@ -359,6 +459,117 @@ async fn pull(config: Config, args: PullArgs) -> anyhow::Result<()> {
     print_json(&result?)
 }
 
+async fn export_xref(config: Config, system: Option<String>) -> anyhow::Result<()> {
+    use std::io::Write;
+    let db = mdm_api::compose::open_read_db(&config).await?;
+    let stdout = std::io::stdout();
+    let mut out = csv::Writer::from_writer(std::io::BufWriter::new(stdout.lock()));
+    out.write_record(["system", "source_id", "token"])?;
+    let mut after: Option<(String, String)> = None;
+    let mut rows = 0u64;
+    loop {
+        let page = mdm_projections::query::xref_page(&db, system.as_deref(), after.clone(), 1_000).await?;
+        let Some(last) = page.last() else { break };
+        after = Some((last.system.clone(), last.source_id.clone()));
+        for row in &page {
+            out.write_record([row.system.as_str(), row.source_id.as_str(), &row.token.to_string()])?;
+        }
+        rows += page.len() as u64;
+    }
+    out.into_inner()
+        .map_err(|e| anyhow::anyhow!("writing the export: {}", e.error()))?
+        .flush()?;
+    tracing::info!(rows, "cross-references exported");
+    db.close().await;
+    Ok(())
+}
+
+async fn projections_status(config: Config) -> anyhow::Result<()> {
+    let store = open_event_store(&config).await?;
+    let db = mdm_api::compose::open_read_db(&config).await?;
+    let projections = mdm_projections::all(mdm_api::compose::customer_settings(&config)?);
+    let status = mdm_projections::runner::status(store.as_ref(), &db, &projections).await?;
+    for s in &status {
+        print_json(s)?;
+    }
+    store.close().await;
+    Ok(())
+}
+
+async fn projections_rebuild(config: Config, name: Option<String>) -> anyhow::Result<()> {
+    let store = open_event_store(&config).await?;
+    let keys = open_key_store(&config).await?;
+    let db = mdm_api::compose::open_read_db(&config).await?;
+    let projections = mdm_projections::all(mdm_api::compose::customer_settings(&config)?);
+    let chosen: Vec<_> = match &name {
+        Some(n) => {
+            let found: Vec<_> = projections.iter().filter(|p| p.name() == n).cloned().collect();
+            anyhow::ensure!(
+                !found.is_empty(),
+                "no projection `{n}`; there are: {}",
+                projections.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
+            );
+            found
+        }
+        None => projections,
+    };
+    let opener = mdm_commands::opened::SourceRecordOpener::new(keys, 1_000_000);
+    for p in chosen {
+        let mut last_log = std::time::Instant::now();
+        let report =
+            mdm_projections::runner::rebuild(store.as_ref(), &db, p.as_ref(), &opener, &mut |position, events| {
+                if last_log.elapsed() > std::time::Duration::from_secs(5) {
+                    tracing::info!(projection = p.name(), position = position.0, events, "rebuilding");
+                    last_log = std::time::Instant::now();
+                }
+            })
+            .await
+            .with_context(|| format!("rebuilding {}", p.name()))?;
+        print_json(&serde_json::json!({
+            "projection": report.name,
+            "generation": report.generation,
+            "events": report.events,
+            "position": report.position.0,
+            "seconds": report.seconds,
+            "events_per_second": report.events as f64 / report.seconds.max(1e-9),
+        }))?;
+    }
+    store.close().await;
+    Ok(())
+}
+
+async fn clients(config: Config, what: ClientsCommand) -> anyhow::Result<()> {
+    use mdm_api::auth::{Clients, Role, Scopes};
+    let db = mdm_api::compose::open_read_db(&config).await?;
+    let clients = Clients::open(db.clone()).await.context("opening the clients table")?;
+    match what {
+        ClientsCommand::Add { name, role, scopes } => {
+            let role = Role::parse(&role).ok_or_else(|| {
+                anyhow::anyhow!("unknown role `{role}`: use ingest, reader, steward, compliance or admin")
+            })?;
+            let scopes = match scopes.as_deref() {
+                None => Scopes::all(),
+                Some(text) => Scopes::parse(text).map_err(|e| anyhow::anyhow!("--scopes: {e}"))?,
+            };
+            let (info, key) = clients.add(&name, role, &scopes).await?;
+            let mut line = serde_json::to_value(&info)?;
+            line["key"] = serde_json::Value::String(key);
+            print_json(&line)?;
+        }
+        ClientsCommand::List => {
+            for info in clients.list().await? {
+                print_json(&info)?;
+            }
+        }
+        ClientsCommand::Revoke { client } => {
+            let info = clients.revoke(&client).await?;
+            tracing::info!(client_id = %info.client_id, "client revoked");
+        }
+    }
+    db.close().await;
+    Ok(())
+}
+
 #[allow(clippy::print_stdout)]
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string(value)?);
@@ -366,19 +577,28 @@ fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Take SIGTERM and Ctrl-C over first: a signal that arrives while the
+    // stores open must stop the service cleanly, not kill it mid-way.
+    let shutdown = shutdown_signal()?;
     let ingestor = open_ingestor(&config).await?;
     let store = ingestor.store().clone();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    tracing::info!(
-        address = %listener.local_addr()?,
-        event_store = store.backend(),
-        source_systems = ingestor.sources().len(),
-        key_store = ingestor.keys().backend(),
-        "mdm is serving"
-    );
-    let state = AppState::new(ingestor.clone(), config.max_body_bytes)?;
+    let ingestor_keys = ingestor.keys().clone();
+    let ingestor_sources = ingestor.sources().len();
+    let read_db = mdm_api::compose::open_read_db(&config).await?;
+    let clients = mdm_api::auth::Clients::open(read_db.clone())
+        .await
+        .context("opening the API clients table")?;
+    let settings = mdm_api::compose::customer_settings(&config)?;
+    let mut state = AppState::new(
+        ingestor.clone(),
+        config.max_body_bytes,
+        read_db.clone(),
+        clients,
+        settings.clone(),
+    )?;
     let (matching, scorer) = mdm_api::compose::load_matching(&config)?;
     let resolver_slot = state.resolver.clone();
     let lease_config = config.clone();
@@ -401,11 +621,92 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             pause = (pause * 2).min(std::time::Duration::from_secs(30));
         }
     });
+    // The projections follow the log, each on its own task, restarted from
+    // its checkpoint after a failure.
+    let (stop_projections, stopped) = tokio::sync::watch::channel(false);
+    let opener = mdm_commands::opened::SourceRecordOpener::new(ingestor_keys.clone(), 1_000_000);
+    let mut projection_tasks = Vec::new();
+    let mut progress = Vec::new();
+    for projection in mdm_projections::all(settings) {
+        let runner = mdm_projections::Runner::new(store.clone(), read_db.clone(), projection, opener.clone());
+        progress.push((runner.name().to_owned(), runner.progress()));
+        projection_tasks.push(tokio::spawn(mdm_projections::runner::supervise(
+            runner,
+            stopped.clone(),
+        )));
+    }
+    // Feed and webhooks (issue 6): both wake when the customers projection
+    // commits; open feed streams end when shutdown begins (the server's
+    // graceful shutdown waits for every response), the dispatcher with the
+    // projections.
+    let customers_progress = progress
+        .iter()
+        .find(|(name, _)| name == "customers")
+        .map(|(_, p)| p.clone());
+    let mut feed = mdm_api::http::feed::FeedState::new(read_db.clone(), config.feed.clone())
+        .with_subscribers(state.metrics.feed_connected.clone());
+    if let Some(p) = &customers_progress {
+        feed = feed.with_wake(p.clone());
+    }
+    state.feed = feed.clone();
+    state.webhooks = mdm_api::webhooks::Webhooks::new(read_db.clone(), ingestor_keys.clone(), config.webhooks.clone());
+    let webhook_task = mdm_api::webhooks::spawn(state.webhooks.clone(), customers_progress, stopped.clone());
+    let shutdown = async move {
+        shutdown.await;
+        feed.close();
+    };
+    state.projections = std::sync::Arc::new(progress);
     let app = router(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    // TLS: load the certificate before announcing, so a bad file stops start-up.
+    let tls = match &config.tls {
+        Some(files) => Some(
+            axum_server::tls_rustls::RustlsConfig::from_pem_file(&files.cert, &files.key)
+                .await
+                .with_context(|| {
+                    format!(
+                        "loading the TLS certificate {} and key {}",
+                        files.cert.display(),
+                        files.key.display()
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    tracing::info!(
+        address = %listener.local_addr()?,
+        scheme = if tls.is_some() { "https" } else { "http" },
+        event_store = store.backend(),
+        source_systems = ingestor_sources,
+        key_store = ingestor_keys.backend(),
+        "mdm is serving"
+    );
+    match tls {
+        None => axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP")?,
+        Some(tls) => {
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                stopper.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+            });
+            let listener = listener.into_std().context("taking over the listener")?;
+            axum_server::from_tcp_rustls(listener, tls)
+                .context("serving HTTPS")?
+                .handle(handle)
+                .serve(app.into_make_service())
+                .await
+                .context("serving HTTPS")?;
+        }
+    }
+    let _ = stop_projections.send(true);
+    let _ = webhook_task.await;
+    for task in projection_tasks {
+        let _ = task.await;
+    }
+    read_db.close().await;
     store.close().await;
     tracing::info!("mdm stopped");
     Ok(())
@@ -452,24 +753,23 @@ async fn run_resolver(
     anyhow::bail!("the resolver stopped")
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Registers the SIGTERM and Ctrl-C handlers now (so that a signal during
+/// start-up is not lost) and returns the future that completes on either.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    #[cfg(unix)]
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("installing the SIGINT handler")?;
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = terminate.recv() => {},
+            _ = interrupt.recv() => {},
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
-    }
-    tracing::info!("shutting down");
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    })
 }

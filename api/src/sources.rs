@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use mdm_domain::matching::features::FeatureSettings;
 use mdm_domain::matching::model::DecisionRules;
 use mdm_domain::source::{SourceDefinition, SourceDefinitions};
+use mdm_domain::survivorship::RuleSet;
 use serde::Deserialize;
 
 /// The `[matching]` table of the sources file: how records are matched.
@@ -38,6 +39,19 @@ pub fn parse_matching(text: &str) -> Result<MatchingConfig, SourcesError> {
     }
 }
 
+/// Parses the `[survivorship]` table of a sources file: the versioned rule
+/// set of the golden records (the built-in rules when absent).
+pub fn parse_survivorship(text: &str) -> Result<RuleSet, SourcesError> {
+    let mut doc: toml::Table = toml::from_str(text).map_err(|e| SourcesError::Syntax(e.message().to_owned()))?;
+    match doc.remove("survivorship") {
+        None => Ok(RuleSet::default()),
+        Some(v) => {
+            let json = serde_json::to_value(v).map_err(|e| SourcesError::Syntax(format!("[survivorship]: {e}")))?;
+            RuleSet::from_json(&json).map_err(|e| SourcesError::Syntax(format!("[survivorship]: {e}")))
+        }
+    }
+}
+
 /// Why a sources file was refused. Every message names where to look.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SourcesError {
@@ -52,9 +66,12 @@ pub enum SourcesError {
 /// Parses and validates a sources file.
 pub fn parse_sources(text: &str) -> Result<SourceDefinitions, SourcesError> {
     let mut doc: toml::Table = toml::from_str(text).map_err(|e| SourcesError::Syntax(e.message().to_owned()))?;
-    if let Some(key) = doc.keys().find(|k| !matches!(k.as_str(), "sources" | "matching")) {
+    if let Some(key) = doc
+        .keys()
+        .find(|k| !matches!(k.as_str(), "sources" | "matching" | "survivorship"))
+    {
         return Err(SourcesError::Syntax(format!(
-            "unknown top-level key `{key}`: only [[sources]] tables and [matching] belong here"
+            "unknown top-level key `{key}`: only [[sources]] tables, [matching] and [survivorship] belong here"
         )));
     }
     let tables = match doc.remove("sources") {
@@ -98,6 +115,25 @@ mod tests {
                 "warranty_api"
             ]
         );
+    }
+
+    #[test]
+    fn the_survivorship_table_is_read_and_checked() {
+        let rules =
+            parse_survivorship("[survivorship]\nversion = \"v2\"\n[survivorship.rules]\nname = [\"most_recent\"]\n")
+                .expect("valid");
+        assert_eq!(rules.version, "v2");
+        assert_eq!(parse_survivorship("").expect("default"), RuleSet::default());
+        let e = parse_survivorship("[survivorship]\nversion = \"v2\"\n[survivorship.rules]\nname = [\"loudest\"]\n")
+            .expect_err("unknown rule");
+        assert!(e.to_string().contains("loudest"), "{e}");
+        parse_sources("[survivorship]\nversion = \"v2\"\n").expect("allowed beside the sources");
+    }
+
+    #[test]
+    fn the_example_file_spells_out_the_default_survivorship_rules() {
+        let rules = parse_survivorship(include_str!("../../config/sources.example.toml")).expect("valid");
+        assert_eq!(rules, RuleSet::default());
     }
 
     #[test]

@@ -149,3 +149,89 @@ fn bench_match_reaches_the_febrl1_bar() {
         .unwrap_or_else(|| panic!("{stdout}"));
     assert!(f1 >= 0.99, "{stdout}");
 }
+
+#[test]
+fn bench_projections_reports_rebuild_speed_against_plain_inserts_and_lag_on_both_backends() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (stdout, lines) = run_bench(
+        &[
+            "projections",
+            "--records",
+            "1500",
+            "--repeat",
+            "1",
+            "--lag-rate",
+            "200",
+            "--lag-seconds",
+            "2",
+            "--sources",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../config/sources.example.toml"),
+        ],
+        dir.path(),
+    );
+    let log = lines.iter().find(|l| l["figure"] == "log").expect("log line");
+    assert!(log["events"].as_u64() > Some(1500), "{stdout}");
+    for backend in ["sqlite", "postgres"] {
+        let base = lines
+            .iter()
+            .find(|l| l["figure"] == "plain_batched_inserts" && l["backend"] == backend)
+            .unwrap_or_else(|| panic!("{backend} baseline in {stdout}"));
+        assert!(base["rows_per_second"].as_f64() > Some(0.0));
+        for projection in ["customers", "source_records", "decisions"] {
+            let line = lines
+                .iter()
+                .find(|l| l["figure"] == "rebuild" && l["backend"] == backend && l["projection"] == projection)
+                .unwrap_or_else(|| panic!("{backend} {projection} in {stdout}"));
+            assert!(line["events_per_second"].as_f64() > Some(0.0));
+            assert!(line["ratio_to_plain_inserts"].as_f64() > Some(0.0));
+        }
+    }
+    let lag: Vec<_> = lines.iter().filter(|l| l["figure"] == "lag_under_ingest").collect();
+    assert_eq!(lag.len(), 3, "{stdout}");
+    assert!(lag
+        .iter()
+        .all(|l| l["events"].as_u64() > Some(0) && l["p99_ms"].as_f64() >= Some(0.0)));
+}
+
+#[test]
+fn bench_api_loads_the_service_and_a_bare_handler_on_both_backends() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (stdout, lines) = run_bench(
+        &[
+            "api",
+            "--customers",
+            "100",
+            "--seconds",
+            "1",
+            "--repeat",
+            "1",
+            "--connections",
+            "4",
+            "--ingest-rate",
+            "50",
+            "--backends",
+            "sqlite,postgres",
+        ],
+        dir.path(),
+    );
+    for backend in ["sqlite", "postgres"] {
+        let get = |figure: &str| {
+            lines
+                .iter()
+                .find(|l| l["figure"] == figure && l["backend"] == backend)
+                .and_then(|l| l["median"].as_f64())
+                .unwrap_or_else(|| panic!("{backend} {figure} in {stdout}"))
+        };
+        assert!(get("customer_by_token_rps") > 0.0, "{stdout}");
+        assert!(get("baseline_primary_key_select_rps") > 0.0, "{stdout}");
+        let ratio = get("customer_by_token_ratio_to_baseline");
+        assert!(ratio > 0.0 && ratio < 10.0, "{stdout}");
+        assert!(get("customer_by_token_half_load_p99") > 0.0, "{stdout}");
+        assert!(get("single_record_ingest_p99") > 0.0, "{stdout}");
+        let errors = lines
+            .iter()
+            .find(|l| l["figure"] == "single_record_ingest_p99" && l["backend"] == backend)
+            .and_then(|l| l["errors"].as_u64());
+        assert_eq!(errors, Some(0), "every single-record ingest answered: {stdout}");
+    }
+}

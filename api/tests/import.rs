@@ -113,7 +113,7 @@ async fn a_csv_file_is_imported_once_and_a_full_snapshot_retracts_what_it_lacks(
     let env = d.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let (mut child, addr) = start(d.dir.path(), &env);
-    let response = reqwest::Client::new()
+    let response = common::api(&addr)
         .post(format!("http://{addr}/v1/sources/finance/records"))
         .header("content-type", "text/csv")
         .body(finance_file(&rows[3..4]))

@@ -9,7 +9,7 @@ use common::{start, terminate, Backend, Deployment};
 use serde_json::{json, Value};
 
 async fn post(addr: &str, system: &str, body: Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
+    let response = common::api(addr)
         .post(format!("http://{addr}/v1/sources/{system}/records"))
         .json(&body)
         .send()
@@ -20,11 +20,13 @@ async fn post(addr: &str, system: &str, body: Value) -> (u16, Value) {
 }
 
 async fn lookup(addr: &str, system: &str, source_id: &str) -> (u16, Value) {
-    let response = reqwest::get(format!(
-        "http://{addr}/v1/sources/{system}/records/{source_id}/customer"
-    ))
-    .await
-    .expect("the service answers");
+    let response = common::api(addr)
+        .get(format!(
+            "http://{addr}/v1/sources/{system}/records/{source_id}/customer"
+        ))
+        .send()
+        .await
+        .expect("the service answers");
     let status = response.status().as_u16();
     (status, response.json().await.expect("json body"))
 }
@@ -119,7 +121,59 @@ async fn ingest_answers_the_customer_token(backend: Backend) {
     assert_eq!(token(&again), robert);
     let (_, found) = lookup(&addr, "web_signup", "S-3").await;
     assert_eq!(found["token"], token(&wife).as_str());
+
+    // The service runs the projections: a second process reading the read
+    // models sees the cross-reference fill in, naming each record's customer.
+    let wife_token = token(&wife);
+    let expected = vec![
+        format!("web_signup,S-1,{robert}"),
+        format!("web_signup,S-2,{robert}"),
+        format!("web_signup,S-3,{wife_token}"),
+    ];
+    let mut lines: Vec<String> = Vec::new();
+    for _ in 0..200 {
+        let xref = mdm(deployment.dir.path(), &env, &["export", "xref"]);
+        lines = xref.lines().map(str::to_owned).collect();
+        assert_eq!(lines.remove(0), "system,source_id,token");
+        lines.sort();
+        if lines == expected {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(lines, expected, "the exported cross-reference");
+    let only_dealers = mdm(deployment.dir.path(), &env, &["export", "xref", "--system", "dealer_a"]);
+    assert_eq!(only_dealers.trim(), "system,source_id,token");
     terminate(&mut child);
+
+    // The embedded log admits one process at a time: status runs once the
+    // service stopped, and shows the three projections having applied it.
+    let status = mdm(deployment.dir.path(), &env, &["projections", "status"]);
+    let lines: Vec<Value> = status
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let names: Vec<&str> = lines.iter().filter_map(|l| l["name"].as_str()).collect();
+    assert_eq!(names, ["customers", "source_records", "decisions"]);
+    assert!(lines.iter().all(|l| l["position"].as_u64() > Some(0)), "{status}");
+}
+
+/// Runs the `mdm` binary with `args` and returns its stdout (it must succeed).
+fn mdm(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mdm"))
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("MDM_LOG", "warn")
+        .envs(env.iter().copied())
+        .output()
+        .expect("mdm runs");
+    assert!(
+        out.status.success(),
+        "mdm {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
 }
 
 on_both_backends!(ingest_answers_the_customer_token);

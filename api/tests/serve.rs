@@ -141,3 +141,48 @@ async fn an_invalid_setting_stops_start_up_with_its_name() {
     assert!(stderr.contains("MDM_EVENT_STORE_URL"), "{stderr}");
     assert!(!stderr.contains("hunter2"), "a secret reached the output: {stderr}");
 }
+
+/// With a certificate configured the service speaks HTTPS only; a
+/// certificate without its key stops start-up naming both settings.
+#[tokio::test]
+async fn serve_speaks_https_when_a_certificate_is_configured() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .expect("self-signed certificate");
+    let cert_pem = certified.cert.pem();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, &cert_pem).expect("write");
+    std::fs::write(&key, certified.key_pair.serialize_pem()).expect("write");
+    let (cert_s, key_s) = (cert.to_str().expect("utf-8"), key.to_str().expect("utf-8"));
+    let (mut child, addr) = start(dir.path(), &[("MDM_TLS_CERT", cert_s), ("MDM_TLS_KEY", key_s)]);
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes()).expect("pem"))
+        .build()
+        .expect("client");
+    let response = client
+        .get(format!("https://{addr}/health"))
+        .send()
+        .await
+        .expect("HTTPS answers");
+    assert_eq!(response.status(), 200);
+    let response = client
+        .get(format!("https://{addr}/v1/customers?name=x"))
+        .bearer_auth(common::admin_key(&addr))
+        .send()
+        .await
+        .expect("HTTPS answers");
+    assert_eq!(response.status(), 200, "authenticated over TLS");
+    assert!(
+        reqwest::get(format!("http://{addr}/health")).await.is_err()
+            || reqwest::get(format!("http://{addr}/health"))
+                .await
+                .is_ok_and(|r| !r.status().is_success()),
+        "plain HTTP is not served"
+    );
+    assert!(terminate(&mut child).success());
+
+    let other = tempfile::tempdir().expect("temp dir");
+    let stderr = refused_start(other.path(), &[("MDM_TLS_CERT", cert.as_os_str())]);
+    assert!(stderr.contains("MDM_TLS_KEY"), "{stderr}");
+}

@@ -658,17 +658,7 @@ fn metadata(ctx: &IngestContext, key_id: Option<Uuid>) -> EventMetadata {
 fn digest(key: &DataKey, item: &InputItem) -> String {
     let compared = item.compared.as_deref().unwrap_or(&item.raw);
     let header = item.raw_header.as_deref().unwrap_or("");
-    hex(&key.mac(&[b"source-record-digest", compared.as_bytes(), header.as_bytes()]))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    out
+    hex::encode(key.mac(&[b"source-record-digest", compared.as_bytes(), header.as_bytes()]))
 }
 
 /// The first plaintext byte of a sealed value: LZ4-compressed JSON (the

@@ -23,7 +23,7 @@ use futures::FutureExt;
 use mdm_domain::matching::features::{FeatureSettings, MatchFeatures};
 use mdm_domain::metadata::{deterministic_event_id, Actor, EventMetadata};
 use mdm_domain::resolution::engine::{CommandError, CommandRequest, CustomerView, Engine, Ids, ReplayError};
-use mdm_domain::resolution::events::{Cause, Decided, DecidedBy, RESOLUTION_STREAM, SCHEMA_VERSION};
+use mdm_domain::resolution::events::{Cause, Decided, DecidedBy, Decision, RESOLUTION_STREAM, SCHEMA_VERSION};
 use mdm_domain::source_record::{CAPTURED, CHANGED, RETRACTED};
 use mdm_store::keys::{KeyStore, KeyStoreError};
 use mdm_store::{
@@ -101,6 +101,29 @@ pub struct Resolver {
     ids: Box<dyn IdsSend>,
     processed: watch::Sender<Position>,
     timings: ResolverTimings,
+    counts: Arc<DecisionCounts>,
+}
+
+/// Decisions this resolver appended since it started, by event type (for
+/// metrics: decisions per band).
+#[derive(Debug, Default)]
+pub struct DecisionCounts([std::sync::atomic::AtomicU64; 9]);
+
+impl DecisionCounts {
+    fn add(&self, types: &[usize]) {
+        for t in types {
+            self.0[*t].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Each decision event type with its count.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        Decision::EVENT_TYPES
+            .iter()
+            .zip(&self.0)
+            .map(|(t, c)| (*t, c.load(std::sync::atomic::Ordering::Relaxed)))
+            .collect()
+    }
 }
 
 /// Where the resolver's time goes (cumulative since start), for the bench.
@@ -219,7 +242,12 @@ async fn append_events(
     store: &dyn EventStore,
     version: Option<u64>,
     events: Vec<NewEvent>,
+    counts: &DecisionCounts,
 ) -> Result<u64, ResolverError> {
+    let types: Vec<usize> = events
+        .iter()
+        .filter_map(|e| Decision::EVENT_TYPES.iter().position(|t| *t == e.event_type))
+        .collect();
     let expected = match version {
         None => ExpectedVersion::NoStream,
         Some(v) => ExpectedVersion::Exact(v),
@@ -231,6 +259,7 @@ async fn append_events(
         // never retries an append, so it is not its own earlier try.
         return Err(ResolverError::Fenced);
     }
+    counts.add(&types);
     Ok(outcome.last_version)
 }
 
@@ -259,6 +288,7 @@ impl Resolver {
             ids,
             processed,
             timings: ResolverTimings::default(),
+            counts: Arc::default(),
         };
         let report = resolver.replay().await?;
         Ok((resolver, report))
@@ -389,7 +419,7 @@ impl Resolver {
             return Ok(());
         }
         let events = encode(decisions)?;
-        self.version = Some(append_events(self.store.as_ref(), self.version, events).await?);
+        self.version = Some(append_events(self.store.as_ref(), self.version, events, &self.counts).await?);
         Ok(())
     }
 
@@ -424,10 +454,11 @@ impl Resolver {
                     let store = self.store.clone();
                     let version = self.version;
                     let n = decisions.len() as u64;
+                    let counts = self.counts.clone();
                     inflight = Some((
                         tokio::spawn(async move {
                             let events = encode(&decisions)?;
-                            append_events(store.as_ref(), version, events).await
+                            append_events(store.as_ref(), version, events, &counts).await
                         }),
                         checkpoint,
                     ));
@@ -497,6 +528,7 @@ impl Resolver {
         let handle = ResolverHandle {
             requests: tx,
             processed,
+            counts: self.counts.clone(),
         };
         let task = tokio::spawn(self.run(rx));
         (handle, task)
@@ -569,9 +601,15 @@ enum Request {
 pub struct ResolverHandle {
     requests: mpsc::Sender<Request>,
     processed: watch::Receiver<Position>,
+    counts: Arc<DecisionCounts>,
 }
 
 impl ResolverHandle {
+    /// Decisions appended since this resolver started, by type.
+    pub fn decision_counts(&self) -> Vec<(&'static str, u64)> {
+        self.counts.snapshot()
+    }
+
     /// The last source position the resolver has decided.
     pub fn processed(&self) -> Position {
         *self.processed.borrow()

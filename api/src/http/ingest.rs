@@ -29,6 +29,26 @@ use super::AppState;
 /// Records per ingest call; a body's records are ingested in such batches.
 const BATCH: usize = 1000;
 
+/// Ingests one record or a batch (JSON object, JSON array, NDJSON, or CSV
+/// with a header line, per the system's format). A single record waits for
+/// its customer's token.
+#[utoipa::path(post, path = "/v1/sources/{system}/records", tag = "ingest",
+    params(("system" = String, Path, description = "The source system, as the sources file names it")),
+    request_body(description = "The record(s) as the system sends them: JSON object or array, NDJSON, or CSV with its header line",
+        content(
+            (String = "application/json"),
+            (String = "application/x-ndjson"),
+            (String = "text/csv"),
+        )),
+    responses(
+        (status = 200, description = "Each record's outcome (captured, changed, unchanged, stale, rejected) and, for a single record, its customer token", body = Object),
+        (status = 400, description = "Unreadable body or a rejected record, naming the field", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown source system", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the size limit: nothing stored", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "A content type the system's format does not take", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A store does not answer: nothing lost, retry", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
 pub async fn post_records(
     State(state): State<AppState>,
     Path(system): Path<String>,
@@ -125,6 +145,7 @@ pub async fn post_records(
     for o in &outcomes {
         tally.add(&o.outcome);
     }
+    state.metrics.ingested(&system, &tally);
     tracing::info!(
         system = %system,
         correlation_id = %ctx.correlation_id,
@@ -244,6 +265,14 @@ fn utf8_percent_encode(segment: &str) -> String {
 
 /// `GET /v1/sources/{system}/records/{source_id}/customer`: the token of the
 /// customer a source record belongs to now, once the resolver has decided it.
+#[utoipa::path(get, path = "/v1/sources/{system}/records/{source_id}/customer", tag = "ingest",
+    params(("system" = String, Path, description = "The source system"), ("source_id" = String, Path, description = "The record's id there")),
+    responses(
+        (status = 200, description = "The token of the customer holding the record", body = Object),
+        (status = 404, description = "Unknown system, or the record has no customer (yet)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The resolver is replaying or restarting", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
 pub async fn get_record_customer(
     State(state): State<AppState>,
     Path((system, source_id)): Path<(String, String)>,

@@ -3,9 +3,16 @@
 //! `/v1/sources/{system}/pull` (per-customer REST sources, `pull.rs`).
 //! Errors are `application/problem+json` (`problem.rs`).
 
+pub mod customers;
+// Feed and webhooks (issue 6): `GET /v1/feed` and the webhook admin routes.
+pub mod feed;
 pub mod ingest;
+pub mod openapi;
+pub mod ops;
 pub mod problem;
 pub mod pull;
+pub mod steward;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -13,13 +20,18 @@ use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use mdm_commands::ingest::Ingestor;
+use mdm_commands::opened::SourceRecordOpener;
 use mdm_commands::pull::Puller;
 use mdm_commands::resolver::ResolverHandle;
+use mdm_domain::matching::features::FeatureSettings;
+use mdm_projections::{CustomerSettings, ReadDb};
 use mdm_store::EventStore;
 use serde_json::json;
+
+use crate::auth::Clients;
 
 /// What every handler can reach.
 #[derive(Clone, Debug)]
@@ -36,17 +48,49 @@ pub struct AppState {
     pub resolver: ResolverSlot,
     /// How long a single-record ingest waits for its customer's token.
     pub resolve_timeout: std::time::Duration,
+    /// The read models.
+    pub read: ReadDb,
+    /// API clients and their keys.
+    pub clients: Clients,
+    /// The customers projection's settings (as-of folds with them).
+    pub customer_settings: Arc<CustomerSettings>,
+    /// How search values normalize (as the customers projection indexed them).
+    pub search_settings: Arc<FeatureSettings>,
+    /// Decrypts source records for as-of folds.
+    pub opener: SourceRecordOpener,
+    /// Stewards' claims on review items.
+    pub claims: steward::Claims,
+    /// Prometheus metrics.
+    pub metrics: Arc<ops::Metrics>,
+    /// The projections' progress (set by `mdm serve` once they run).
+    pub projections: ops::ProjectionProgress,
+    // Feed and webhooks (issue 6): `mdm serve` replaces both with its
+    // configured ones (settings, the customers runner's progress).
+    /// `GET /v1/feed`: its settings, wake-up, stop signal and subscriber gauge.
+    pub feed: feed::FeedState,
+    /// Webhook subscribers (the admin routes; the dispatcher shares it).
+    pub webhooks: crate::webhooks::Webhooks,
 }
 
 impl AppState {
     /// The state for `ingestor`, with a pull adapter for each pull source.
-    pub fn new(ingestor: Ingestor, max_body_bytes: usize) -> Result<AppState, mdm_commands::pull::PullError> {
+    pub fn new(
+        ingestor: Ingestor,
+        max_body_bytes: usize,
+        read: ReadDb,
+        clients: Clients,
+        customer_settings: CustomerSettings,
+    ) -> Result<AppState, mdm_commands::pull::PullError> {
         let mut pullers = std::collections::HashMap::new();
         for def in ingestor.sources().iter() {
             if def.pull.is_some() {
                 pullers.insert(def.system.clone(), Puller::new(def)?);
             }
         }
+        let opener = SourceRecordOpener::new(ingestor.keys().clone(), 100_000);
+        // Feed and webhooks (issue 6), with default settings.
+        let feed = feed::FeedState::new(read.clone(), Default::default());
+        let webhooks = crate::webhooks::Webhooks::new(read.clone(), ingestor.keys().clone(), Default::default());
         Ok(AppState {
             store: ingestor.store().clone(),
             ingestor,
@@ -54,6 +98,16 @@ impl AppState {
             pullers: Arc::new(pullers),
             resolver: ResolverSlot::default(),
             resolve_timeout: std::time::Duration::from_secs(2),
+            read,
+            clients,
+            search_settings: Arc::new(customer_settings.features.clone()),
+            customer_settings: Arc::new(customer_settings),
+            opener,
+            claims: steward::Claims::default(),
+            metrics: Arc::default(),
+            projections: Arc::default(),
+            feed,
+            webhooks,
         })
     }
 }
@@ -76,16 +130,24 @@ impl AppState {
     }
 }
 
+/// The service's routes: `/health` and `/openapi.json` open, everything
+/// else behind authentication with the role each group needs.
 pub fn router(state: AppState) -> Router {
     let limit = state.max_body_bytes;
+    let (api, doc) = openapi::api(&state).split_for_parts();
+    let doc = Arc::new(doc);
     Router::new()
         .route("/health", get(health))
-        .route("/v1/sources/{system}/records", post(ingest::post_records))
-        .route("/v1/sources/{system}/pull", post(pull::post_pull))
+        .route("/ready", get(ops::ready))
         .route(
-            "/v1/sources/{system}/records/{source_id}/customer",
-            get(ingest::get_record_customer),
+            "/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { Json(doc.as_ref().clone()) }
+            }),
         )
+        .merge(api)
+        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), ops::track))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

@@ -7,10 +7,12 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 /// One problem document.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
+    #[schema(value_type = String)]
     pub kind: &'static str,
+    #[schema(value_type = String)]
     pub title: &'static str,
     pub status: u16,
     pub detail: String,
@@ -20,6 +22,7 @@ pub struct Problem {
     pub field: Option<String>,
     /// Extra members, flattened into the document (e.g. per-record outcomes).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub extra: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
@@ -72,5 +75,49 @@ impl IntoResponse for Problem {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&self).unwrap_or_default();
         (status, [(header::CONTENT_TYPE, "application/problem+json")], body).into_response()
+    }
+}
+
+/// `axum::extract::Path` whose rejection is a problem document naming the
+/// path parameter at fault (axum's own answers in plain text), e.g. a token
+/// that is not a UUID.
+#[derive(Debug)]
+pub struct PathParam<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for PathParam<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Problem> {
+        use axum::extract::path::ErrorKind;
+        use axum::extract::rejection::PathRejection;
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(PathParam(value)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => {
+                let field = match e.kind() {
+                    ErrorKind::ParseErrorAtKey { key, .. }
+                    | ErrorKind::InvalidUtf8InPathParam { key }
+                    | ErrorKind::DeserializeError { key, .. } => Some(key.clone()),
+                    _ => None,
+                };
+                let problem = Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "Bad request",
+                    "a path parameter is not of the expected form (tokens and ids are UUIDs)",
+                );
+                Err(match field {
+                    Some(f) => problem.field(f),
+                    None => problem,
+                })
+            }
+            Err(other) => Err(Problem::new(
+                StatusCode::from_u16(other.status().as_u16()).unwrap_or(StatusCode::BAD_REQUEST),
+                "Bad request",
+                "the path could not be read",
+            )),
+        }
     }
 }

@@ -24,7 +24,7 @@ use super::AppState;
 /// requests outlast any client timeout.
 pub const MAX_KEYS: usize = 1000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PullRequest {
     #[serde(default)]
@@ -33,6 +33,16 @@ pub struct PullRequest {
     emails: Vec<String>,
 }
 
+/// Asks a per-customer REST source for these customers and ingests the answers.
+#[utoipa::path(post, path = "/v1/sources/{system}/pull", tag = "ingest",
+    params(("system" = String, Path, description = "A source system of format rest_pull")),
+    request_body = PullRequest,
+    responses(
+        (status = 200, description = "Each key's outcome", body = Object),
+        (status = 400, description = "Bad body, naming the field", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown system, or not a pull source", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
 pub async fn post_pull(
     State(state): State<AppState>,
     Path(system): Path<String>,

@@ -5,8 +5,84 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// Starts `mdm serve` in `dir` on a free port and returns it with its address.
+/// The admin key of each service `start` started, by address.
+static ADMIN_KEYS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// Registers an API client with `mdm clients add` (the operator's way),
+/// with the same environment as the service, and returns its key.
+pub fn add_client(
+    dir: &std::path::Path,
+    extra_env: &[(&str, &str)],
+    name: &str,
+    role: &str,
+    scopes: Option<&str>,
+) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mdm"));
+    cmd.args(["clients", "add", "--name", name, "--role", role])
+        .current_dir(dir)
+        .env_clear()
+        .env("MDM_LOG", "warn");
+    if let Some(s) = scopes {
+        cmd.args(["--scopes", s]);
+    }
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("mdm clients add runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    line["key"].as_str().expect("a key").to_owned()
+}
+
+/// The admin key of the service at `addr` (started by [`start`]).
+pub fn admin_key(addr: &str) -> String {
+    let keys = ADMIN_KEYS.lock().expect("lock");
+    keys.iter()
+        .rev()
+        .find(|(a, _)| a == addr)
+        .map(|(_, k)| k.clone())
+        .expect("a service started by common::start")
+}
+
+/// An HTTP client that authenticates with `key`.
+pub fn client_with(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {key}").parse().expect("header"),
+    );
+    // Redirects are answers to check (a merged token), not to follow.
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// An HTTP client with the admin key of the service at `addr`.
+pub fn api(addr: &str) -> reqwest::Client {
+    client_with(&admin_key(addr))
+}
+
+/// Starts `mdm serve` in `dir` on a free port and returns it with its
+/// address; an admin client is registered first (see [`api`]).
 pub fn start(dir: &std::path::Path, extra_env: &[(&str, &str)]) -> (Child, String) {
+    let key_file = dir.join("test-admin.key");
+    let key = match std::fs::read_to_string(&key_file) {
+        Ok(k) => k,
+        Err(_) => {
+            let k = add_client(dir, extra_env, "test-admin", "admin", None);
+            std::fs::write(&key_file, &k).expect("write the key");
+            k
+        }
+    };
+    let (child, addr) = start_plain(dir, extra_env);
+    ADMIN_KEYS.lock().expect("lock").push((addr.clone(), key));
+    (child, addr)
+}
+
+/// Starts `mdm serve` without registering any client.
+pub fn start_plain(dir: &std::path::Path, extra_env: &[(&str, &str)]) -> (Child, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mdm"));
     cmd.arg("serve")
         .current_dir(dir)

@@ -1,0 +1,82 @@
+//! The authenticated API and its OpenAPI document, built from the same
+//! handler list: a route exists in the document exactly when it is served
+//! (utoipa-axum's `routes!` registers both), so the two cannot drift.
+
+use axum::middleware::from_fn_with_state;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{customers, ingest, ops, pull, steward, AppState};
+use crate::auth::{require, Need};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "mdm",
+        description = "Event-sourced customer master data: ingest, query, steward commands. \
+                       Authenticate with `Authorization: Bearer <key>` (keys from `mdm clients add`). \
+                       Errors are application/problem+json (RFC 9457) naming the field at fault."
+    ),
+    modifiers(&BearerKey),
+    tags(
+        (name = "ingest", description = "Source records in"),
+        (name = "customers", description = "Golden records, lineage, history, households (readers: within their field scopes)"),
+        (name = "stewards", description = "Review queue and steward commands (If-Match on the customer's ETag)"),
+        (name = "operations", description = "Metrics (admin); /health and /ready are open and outside /v1"),
+        (name = "feed", description = "Customer changes as Server-Sent Events of CloudEvents (readers: within their field scopes)"),
+        (name = "webhooks", description = "Webhook subscribers and their dead letters (admin)"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerKey;
+
+impl Modify for BearerKey {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("api_key", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// Every authenticated route, grouped by the role it needs.
+pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
+    let guard = |need: Need| from_fn_with_state((state.clients.clone(), need), require);
+    let ingest = OpenApiRouter::new()
+        .routes(routes!(ingest::post_records))
+        .routes(routes!(pull::post_pull))
+        .routes(routes!(ingest::get_record_customer))
+        .route_layer(guard(Need::Ingest));
+    let read = OpenApiRouter::new()
+        .routes(routes!(customers::search_customers))
+        .routes(routes!(customers::get_customer))
+        .routes(routes!(customers::get_customer_by_source))
+        .routes(routes!(customers::get_lineage))
+        .routes(routes!(customers::get_history))
+        .routes(routes!(customers::get_source_records))
+        .routes(routes!(customers::get_as_of))
+        .routes(routes!(customers::get_household))
+        .route_layer(guard(Need::Read));
+    let stewards = OpenApiRouter::new()
+        .routes(routes!(customers::list_reviews))
+        .routes(routes!(customers::get_review))
+        .routes(routes!(steward::take_review))
+        .routes(routes!(steward::decide_review))
+        .routes(routes!(steward::merge))
+        .routes(routes!(steward::split))
+        .routes(routes!(steward::not_a_match))
+        .routes(routes!(steward::force_link))
+        .route_layer(guard(Need::Steward));
+    let admin = OpenApiRouter::new()
+        .routes(routes!(ops::metrics))
+        .route_layer(guard(Need::Admin));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(admin)
+        // Feed and webhooks (issue 6).
+        .merge(super::feed::routes().route_layer(guard(Need::Read)))
+        .merge(super::webhooks::routes().route_layer(guard(Need::Admin)))
+        .merge(ingest)
+        .merge(read)
+        .merge(stewards)
+}

@@ -1,0 +1,524 @@
+//! Steward commands: merge, split (unmerge), not-a-match, force-link and
+//! review decisions. Each needs a reason, runs through the single-writer
+//! resolver (which checks it against the current state and appends its
+//! decisions atomically) and honours `If-Match`: when the customer named in
+//! the path is no longer at that version the answer is 412 and nothing is
+//! applied. The answer carries the customer's new version as its `ETag`.
+
+// Helpers return the response to answer instead as their error: it is
+// built once, on the failure path, and handed straight back to axum.
+#![allow(clippy::result_large_err)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use chrono::{DateTime, Utc};
+use mdm_domain::resolution::engine::{CommandError, CommandRequest, StewardCommand};
+use mdm_domain::resolution::events::ReviewOutcome;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::Mutex;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::customers::{bad_request, etag, if_match, read_failed};
+use super::problem::{PathParam, Problem};
+use super::AppState;
+use crate::auth::Principal;
+
+/// How long a steward's claim on a review item lasts.
+pub const CLAIM_TTL: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
+
+/// A source record as its system names it.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SourceRef {
+    pub system: String,
+    pub source_id: String,
+}
+
+/// Merge another customer into this one.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MergeBody {
+    /// The customer absorbed: its token will redirect here.
+    pub absorbed: Uuid,
+    /// The absorbed customer's version, if the steward saw one.
+    pub absorbed_version: Option<u64>,
+    /// Why (mandatory, kept in the decision history).
+    pub reason: String,
+}
+
+/// Take a source record out of this customer.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SplitBody {
+    pub record: SourceRef,
+    /// The customer to move it into; absent: its own (its old token back if
+    /// it had one, else a new one).
+    pub into: Option<Uuid>,
+    pub reason: String,
+}
+
+/// Two source records are different people.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotAMatchBody {
+    pub records: [SourceRef; 2],
+    pub reason: String,
+}
+
+/// Put a source record into this customer whatever its score.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForceLinkBody {
+    pub record: SourceRef,
+    pub reason: String,
+}
+
+/// Close a review item.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewDecisionBody {
+    /// `linked`, `kept_apart` or `skipped`.
+    #[schema(value_type = String)]
+    pub outcome: ReviewOutcome,
+    pub reason: String,
+}
+
+/// What a command did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CommandResult {
+    pub command_id: Uuid,
+    /// The decisions appended, in order (their event types).
+    pub decisions: Vec<String>,
+    /// Each named customer's version after the command.
+    #[schema(value_type = Object)]
+    pub versions: HashMap<Uuid, u64>,
+}
+
+/// Parses a JSON body, naming the field at fault.
+fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Response> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.inner().to_string();
+        // serde names a missing or unknown field in backticks; never quote
+        // a value (bodies carry personal data).
+        let field = if path == "." || path.is_empty() {
+            inner.split('`').nth(1).unwrap_or("body").to_owned()
+        } else {
+            path
+        };
+        let detail = if inner.starts_with("missing field") {
+            "a required field is missing"
+        } else if inner.starts_with("unknown field") {
+            "an unknown field was sent"
+        } else {
+            "the field is not of the expected type or form"
+        };
+        bad_request(detail, &field)
+    })
+}
+
+fn reason(text: &str) -> Result<String, Response> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(bad_request("a reason is required", "reason"));
+    }
+    if t.chars().count() > 2000 {
+        return Err(bad_request("the reason is longer than 2,000 characters", "reason"));
+    }
+    Ok(t.to_owned())
+}
+
+/// Runs a command through the resolver and answers with the result.
+async fn run(
+    state: &AppState,
+    principal: &Principal,
+    path_token: Option<Uuid>,
+    expected: Vec<(Uuid, u64)>,
+    reason: String,
+    command: StewardCommand,
+) -> Response {
+    let Some(resolver) = state.resolver() else {
+        return Problem::unavailable("resolver").into_response();
+    };
+    let request = CommandRequest {
+        command_id: Uuid::now_v7(),
+        steward: principal.name.clone(),
+        reason,
+        expected,
+        command,
+    };
+    let command_id = request.command_id;
+    let decided = match resolver.command(request).await {
+        Err(error) => {
+            tracing::error!(error = %error, "steward command: resolver unavailable");
+            return Problem::unavailable("resolver").into_response();
+        }
+        Ok(Err(e)) => return command_problem(&e),
+        Ok(Ok(d)) => d,
+    };
+    let mut versions = HashMap::new();
+    for d in &decided {
+        for t in d.decision.versioned_tokens() {
+            if let Ok(Some(c)) = resolver.customer(t).await {
+                versions.insert(t, c.version);
+            }
+        }
+    }
+    tracing::info!(command_id = %command_id, decisions = decided.len(), "steward command applied");
+    let mut response = Json(CommandResult {
+        command_id,
+        decisions: decided.iter().map(|d| d.decision.event_type().to_owned()).collect(),
+        versions: versions.clone(),
+    })
+    .into_response();
+    if let Some(v) = path_token.and_then(|t| versions.get(&t)) {
+        response.headers_mut().insert(header::ETAG, etag(*v as i64));
+    }
+    response
+}
+
+fn command_problem(e: &CommandError) -> Response {
+    match e {
+        CommandError::UnknownToken(_) => {
+            Problem::new(StatusCode::NOT_FOUND, "Not found", "no customer with that token")
+                .field("token")
+                .into_response()
+        }
+        CommandError::UnknownRecord => Problem::new(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "the source record is unknown or has no customer",
+        )
+        .field("record")
+        .into_response(),
+        CommandError::Merged { into, .. } => Problem::new(
+            StatusCode::CONFLICT,
+            "Customer merged",
+            "the customer was merged into another; act on the survivor",
+        )
+        .field("token")
+        .with("merged_into", json!(into))
+        .into_response(),
+        CommandError::VersionMismatch { token, actual, .. } => Problem::new(
+            StatusCode::PRECONDITION_FAILED,
+            "Precondition failed",
+            "the customer changed since it was read; nothing was applied",
+        )
+        .field("If-Match")
+        .with("token", json!(token))
+        .with("current_version", json!(actual))
+        .into_response(),
+        CommandError::UnknownReview(_) => Problem::new(
+            StatusCode::CONFLICT,
+            "Review item not open",
+            "the review item is unknown or closed already",
+        )
+        .field("review_id")
+        .into_response(),
+        CommandError::Invalid(why) => {
+            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Command not applicable", *why).into_response()
+        }
+        CommandError::ReasonRequired => bad_request("a reason is required", "reason"),
+    }
+}
+
+fn expected(token: Uuid, headers: &HeaderMap) -> Result<Vec<(Uuid, u64)>, Response> {
+    Ok(if_match(headers)?.map(|v| vec![(token, v)]).unwrap_or_default())
+}
+
+fn record_stream(state: &AppState, r: &SourceRef, field: &str) -> Result<String, Response> {
+    if state.ingestor.sources().get(&r.system).is_none() {
+        return Err(Problem::unknown_system()
+            .field(format!("{field}.system"))
+            .into_response());
+    }
+    if r.source_id.is_empty() {
+        return Err(bad_request("source_id is empty", &format!("{field}.source_id")));
+    }
+    Ok(state.ingestor.stream_of(&r.system, &r.source_id))
+}
+
+macro_rules! try_or {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(r) => return r,
+        }
+    };
+}
+
+/// Merges `absorbed` into this customer.
+#[utoipa::path(post, path = "/v1/customers/{token}/merge", tag = "stewards",
+    params(("token" = Uuid, Path, description = "The surviving customer"),
+           ("If-Match" = Option<String>, Header, description = "The survivor's ETag")),
+    request_body = MergeBody,
+    responses(
+        (status = 200, description = "Merged", body = CommandResult),
+        (status = 400, description = "Bad body or If-Match", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown token", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A customer was merged away already", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "Stale If-Match: nothing applied", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not applicable (e.g. a customer into itself)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
+pub async fn merge(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParam(token): PathParam<Uuid>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    let b: MergeBody = try_or!(body(&bytes));
+    let reason = try_or!(reason(&b.reason));
+    let mut exp = try_or!(expected(token, &headers));
+    if let Some(v) = b.absorbed_version {
+        exp.push((b.absorbed, v));
+    }
+    let command = StewardCommand::Merge {
+        survivor: token,
+        absorbed: b.absorbed,
+    };
+    run(&state, &principal, Some(token), exp, reason, command).await
+}
+
+/// Splits a source record off this customer (unmerge).
+#[utoipa::path(post, path = "/v1/customers/{token}/split", tag = "stewards",
+    params(("token" = Uuid, Path, description = "The customer the record is in now"),
+           ("If-Match" = Option<String>, Header, description = "The customer's ETag")),
+    request_body = SplitBody,
+    responses(
+        (status = 200, description = "Split", body = CommandResult),
+        (status = 400, description = "Bad body or If-Match", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown token or record", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "Stale If-Match: nothing applied", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not applicable (the record is not in this customer, or its only one)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
+pub async fn split(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParam(token): PathParam<Uuid>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    let b: SplitBody = try_or!(body(&bytes));
+    let reason = try_or!(reason(&b.reason));
+    let record = try_or!(record_stream(&state, &b.record, "record"));
+    if let Some(resolver) = state.resolver() {
+        if let Ok(owner) = resolver.token_of(&record).await {
+            if owner != Some(token) {
+                return Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Command not applicable",
+                    "the record is not in this customer",
+                )
+                .field("record")
+                .into_response();
+            }
+        }
+    }
+    let exp = try_or!(expected(token, &headers));
+    run(
+        &state,
+        &principal,
+        Some(token),
+        exp,
+        reason,
+        StewardCommand::Split { record, into: b.into },
+    )
+    .await
+}
+
+/// Marks two source records of this customer (or of it and another) as
+/// different people; splits them apart if they are together.
+#[utoipa::path(post, path = "/v1/customers/{token}/not-a-match", tag = "stewards",
+    params(("token" = Uuid, Path, description = "The customer of the first record"),
+           ("If-Match" = Option<String>, Header, description = "The customer's ETag")),
+    request_body = NotAMatchBody,
+    responses(
+        (status = 200, description = "Marked (and split when together)", body = CommandResult),
+        (status = 400, description = "Bad body or If-Match", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown token or record", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "Stale If-Match: nothing applied", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not applicable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
+pub async fn not_a_match(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParam(token): PathParam<Uuid>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    let b: NotAMatchBody = try_or!(body(&bytes));
+    let reason = try_or!(reason(&b.reason));
+    let a = try_or!(record_stream(&state, &b.records[0], "records[0]"));
+    let c = try_or!(record_stream(&state, &b.records[1], "records[1]"));
+    let exp = try_or!(expected(token, &headers));
+    run(
+        &state,
+        &principal,
+        Some(token),
+        exp,
+        reason,
+        StewardCommand::NotAMatch { records: [a, c] },
+    )
+    .await
+}
+
+/// Links a source record into this customer whatever its score.
+#[utoipa::path(post, path = "/v1/customers/{token}/force-link", tag = "stewards",
+    params(("token" = Uuid, Path, description = "The customer to link into"),
+           ("If-Match" = Option<String>, Header, description = "The customer's ETag")),
+    request_body = ForceLinkBody,
+    responses(
+        (status = 200, description = "Linked", body = CommandResult),
+        (status = 400, description = "Bad body or If-Match", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown token or record", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "Stale If-Match: nothing applied", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not applicable (already there)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
+pub async fn force_link(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParam(token): PathParam<Uuid>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    let b: ForceLinkBody = try_or!(body(&bytes));
+    let reason = try_or!(reason(&b.reason));
+    let record = try_or!(record_stream(&state, &b.record, "record"));
+    let exp = try_or!(expected(token, &headers));
+    run(
+        &state,
+        &principal,
+        Some(token),
+        exp,
+        reason,
+        StewardCommand::ForceLink { record, token },
+    )
+    .await
+}
+
+/// A steward's claim on a review item.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Claim {
+    pub review_id: Uuid,
+    pub steward: String,
+    pub until: DateTime<Utc>,
+}
+
+/// Claims on review items, held by this process (a claim is a courtesy
+/// between stewards, not a lock: deciding an item does not need one).
+#[derive(Clone, Debug, Default)]
+pub struct Claims(Arc<Mutex<HashMap<Uuid, Claim>>>);
+
+impl Claims {
+    /// The claims that have not expired.
+    pub async fn current(&self) -> HashMap<Uuid, Claim> {
+        let mut m = self.0.lock().await;
+        let now = Utc::now();
+        m.retain(|_, c| c.until > now);
+        m.clone()
+    }
+}
+
+/// Takes a review item for `CLAIM_TTL` (15 minutes): others see who works it.
+#[utoipa::path(post, path = "/v1/reviews/{review_id}/take", tag = "stewards",
+    params(("review_id" = Uuid, Path, description = "The review item")),
+    responses(
+        (status = 200, description = "Taken (or renewed)", body = Claim),
+        (status = 404, description = "No such item", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Closed, or taken by another steward", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
+pub async fn take_review(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParam(review_id): PathParam<Uuid>,
+) -> Response {
+    match mdm_projections::query::review(&state.read, review_id).await {
+        Err(e) => return read_failed(&e),
+        Ok(None) => {
+            return Problem::new(StatusCode::NOT_FOUND, "Not found", "no review item with that id")
+                .field("review_id")
+                .into_response()
+        }
+        Ok(Some(r)) if r.state != "open" => {
+            return Problem::new(StatusCode::CONFLICT, "Review item not open", "the item is closed")
+                .field("review_id")
+                .into_response()
+        }
+        Ok(Some(_)) => {}
+    }
+    let mut claims = state.claims.0.lock().await;
+    let now = Utc::now();
+    if let Some(c) = claims.get(&review_id) {
+        if c.until > now && c.steward != principal.name {
+            return Problem::new(StatusCode::CONFLICT, "Taken", "another steward works this item")
+                .field("review_id")
+                .with("taken_until", json!(c.until))
+                .into_response();
+        }
+    }
+    let claim = Claim {
+        review_id,
+        steward: principal.name.clone(),
+        until: now + CLAIM_TTL,
+    };
+    claims.insert(review_id, claim.clone());
+    Json(claim).into_response()
+}
+
+/// Decides a review item: link the pair, keep it apart (not-a-match), or skip.
+#[utoipa::path(post, path = "/v1/reviews/{review_id}/decision", tag = "stewards",
+    params(("review_id" = Uuid, Path, description = "The review item")),
+    request_body = ReviewDecisionBody,
+    responses(
+        (status = 200, description = "Decided", body = CommandResult),
+        (status = 400, description = "Bad body", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Closed already, or taken by another steward", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
+pub async fn decide_review(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParam(review_id): PathParam<Uuid>,
+    bytes: Bytes,
+) -> Response {
+    let b: ReviewDecisionBody = try_or!(body(&bytes));
+    let reason = try_or!(reason(&b.reason));
+    if let Some(c) = state.claims.current().await.get(&review_id) {
+        if c.steward != principal.name {
+            return Problem::new(StatusCode::CONFLICT, "Taken", "another steward works this item")
+                .field("review_id")
+                .into_response();
+        }
+    }
+    let response = run(
+        &state,
+        &principal,
+        None,
+        Vec::new(),
+        reason,
+        StewardCommand::CloseReview {
+            review_id,
+            outcome: b.outcome,
+        },
+    )
+    .await;
+    if response.status().is_success() {
+        state.claims.0.lock().await.remove(&review_id);
+    }
+    response
+}
