@@ -541,6 +541,7 @@ async fn every_role_against_every_endpoint(backend: Backend) {
                 .replace("{review_id}", &uuid::Uuid::new_v4().to_string())
                 .replace("{household}", &uuid::Uuid::new_v4().to_string())
                 .replace("{id}", &uuid::Uuid::new_v4().to_string())
+                .replace("{override_id}", &uuid::Uuid::new_v4().to_string())
                 .replace("{system}", "web_signup")
                 .replace("{source_id}", "S-1");
             let url = format!("http://{addr}{concrete}");
@@ -651,8 +652,275 @@ async fn readiness_and_metrics(backend: Backend) {
     assert!(terminate(&mut child).success());
 }
 
+/// Reads the golden `attribute` of `token` until it equals `want`.
+async fn golden_becomes(api: &Api, token: &str, attribute: &str, want: &Value) -> Value {
+    let (_, body) = api
+        .until(&format!("/v1/customers/{token}"), |b| {
+            &b["attributes"][attribute] == want
+        })
+        .await;
+    body
+}
+
+async fn values_are_overridden_expire_and_are_removed(backend: Backend) {
+    let d = Deployment::new(backend, "overrides");
+    let env = env_of(&d);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (mut child, addr) = start(d.dir.path(), &env);
+    let admin = Api {
+        addr: addr.clone(),
+        http: common::api(&addr),
+    };
+    let token = admin
+        .signup(signup(
+            "S-1",
+            "Marta",
+            "Lindqvist",
+            "marta.l@example.test",
+            "+1 312 555 0177",
+            "1985-02-03",
+        ))
+        .await;
+    let (_, c) = admin
+        .until(&format!("/v1/customers/{token}"), |b| {
+            b["attributes"]["email"].is_string()
+        })
+        .await;
+    let record_email = c["attributes"]["email"].clone();
+    let record_phone = c["attributes"]["phone"].clone();
+    let version = c["version"].as_i64().expect("version");
+    let steward = Api {
+        addr: addr.clone(),
+        http: client_with(&add_client(d.dir.path(), &env, "steward-eva", "steward", None)),
+    };
+    let path = format!("/v1/customers/{token}/overrides");
+
+    // Each documented error names its field and applies nothing.
+    let permanent_email =
+        |email: &str| json!({"attribute": "email", "value": email, "permanent": true, "reason": "customer called in"});
+    for (body, field) in [
+        (
+            json!({"attribute": "email", "value": "x@example.test", "reason": "r"}),
+            "expires_at",
+        ),
+        (
+            json!({"attribute": "colour", "value": "red", "permanent": true, "reason": "r"}),
+            "attribute",
+        ),
+        (permanent_email("no-at-sign"), "value"),
+        (
+            json!({"attribute": "phone", "value": "call me", "permanent": true, "reason": "r"}),
+            "value",
+        ),
+        (
+            json!({"attribute": "date_of_birth", "value": "03/02/1985", "permanent": true, "reason": "r"}),
+            "value",
+        ),
+        (
+            json!({"attribute": "name", "value": {"nickname": "M"}, "permanent": true, "reason": "r"}),
+            "value.nickname",
+        ),
+        (
+            json!({"attribute": "name", "value": {}, "permanent": true, "reason": "r"}),
+            "value",
+        ),
+        (
+            json!({"attribute": "email", "value": "x@example.test", "expires_at": "2020-01-01T00:00:00Z", "reason": "r"}),
+            "expires_at",
+        ),
+        (
+            json!({"attribute": "email", "value": "x@example.test", "expires_at": "2999-01-01T00:00:00Z", "permanent": true, "reason": "r"}),
+            "permanent",
+        ),
+        (
+            json!({"attribute": "email", "value": "x@example.test", "permanent": true, "reason": "  "}),
+            "reason",
+        ),
+    ] {
+        let (status, headers, problem) = steward.post(&path, body.clone(), None).await;
+        assert_eq!(status, 400, "{body}: {problem}");
+        assert_eq!(headers["content-type"], "application/problem+json");
+        assert_eq!(problem["field"], field, "{body}: {problem}");
+        assert!(
+            !problem.to_string().contains("no-at-sign"),
+            "values are not quoted: {problem}"
+        );
+    }
+    let stale = format!("\"{}\"", version + 7);
+    let (status, _, problem) = steward
+        .post(&path, permanent_email("stale@example.test"), Some(&stale))
+        .await;
+    assert_eq!(status, 412, "{problem}");
+    let (status, _, _) = steward
+        .post(
+            &format!("/v1/customers/{}/overrides", uuid::Uuid::new_v4()),
+            permanent_email("x@example.test"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, _, _) = admin.get(&format!("/v1/customers/{token}/history")).await;
+    assert_eq!(status, 200);
+
+    // A permanent override of the e-mail wins over the record.
+    let current = format!("\"{}\"", problem["current_version"].as_i64().expect("current_version"));
+    let (status, headers, result) = steward
+        .post(&path, permanent_email("steward.set@example.test"), Some(&current))
+        .await;
+    assert_eq!(status, 200, "{result}");
+    assert_eq!(result["decisions"][0], "ValueOverridden");
+    let override_id = result["override_id"].as_str().expect("override_id").to_owned();
+    let new_version = result["versions"][token.as_str()].as_i64().expect("version");
+    assert_eq!(headers["etag"].to_str().expect("ascii"), format!("\"{new_version}\""));
+    golden_becomes(&admin, &token, "email", &json!("steward.set@example.test")).await;
+    let (_, lineage) = admin
+        .until(&format!("/v1/customers/{token}/lineage"), |b| {
+            b["attributes"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|l| l["attribute"] == "email" && l["rule"] == "steward_override")
+            })
+        })
+        .await;
+    let email = lineage["attributes"]
+        .as_array()
+        .expect("lineage")
+        .iter()
+        .find(|l| l["attribute"] == "email")
+        .cloned()
+        .expect("email lineage");
+    assert_eq!(email["overridden_by"], "steward-eva", "{email}");
+    // The other attributes still come from the record.
+    assert_eq!(
+        lineage["attributes"]
+            .as_array()
+            .expect("lineage")
+            .iter()
+            .find(|l| l["attribute"] == "phone")
+            .map(|l| l["rule"] != "steward_override"),
+        Some(true),
+        "{lineage}"
+    );
+    let (status, _, list) = admin.get(&format!("/v1/customers/{token}/overrides")).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["overrides"][0]["override_id"], override_id.as_str(), "{list}");
+    assert_eq!(list["overrides"][0]["value"], "steward.set@example.test", "{list}");
+    assert!(list["overrides"][0]["expires_at"].is_null(), "{list}");
+
+    // The history names the steward and the reason, and never carries the value.
+    let (_, history) = admin
+        .until(&format!("/v1/customers/{token}/history"), |b| {
+            b["decisions"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|d| d["type"] == "ValueOverridden"))
+        })
+        .await;
+    let set = history["decisions"]
+        .as_array()
+        .expect("decisions")
+        .iter()
+        .find(|d| d["type"] == "ValueOverridden")
+        .cloned()
+        .expect("the override decision");
+    assert_eq!(set["actor"]["id"], "steward-eva", "{set}");
+    assert_eq!(set["reason"], "customer called in", "{set}");
+    assert!(!history.to_string().contains("steward.set@"), "{history}");
+    // Nor does the log: the value is sealed under its own key.
+    if backend == Backend::Sqlite {
+        let data = d.dir.path().join("mdm-data");
+        let mut log = Vec::new();
+        for entry in std::fs::read_dir(&data).expect("data dir") {
+            let entry = entry.expect("entry");
+            if entry.file_name().to_string_lossy().starts_with("events.db") {
+                log.extend(std::fs::read(entry.path()).expect("read"));
+            }
+        }
+        assert!(!log.is_empty());
+        assert!(
+            !log.windows(b"steward.set@".len()).any(|w| w == b"steward.set@"),
+            "the override value is in the event log in clear"
+        );
+    }
+
+    // A reader scoped to names sees neither the override nor its value.
+    let dealer = Api {
+        addr: addr.clone(),
+        http: client_with(&add_client(
+            d.dir.path(),
+            &env,
+            "dealer-9",
+            "reader",
+            Some("name,phone"),
+        )),
+    };
+    let (status, _, list) = dealer.get(&format!("/v1/customers/{token}/overrides")).await;
+    assert_eq!(status, 200, "{list}");
+    assert!(!list.to_string().contains("steward.set@"), "{list}");
+
+    // An override with an expiry applies until then; the resolver expires it.
+    let expires_at = (chrono::Utc::now() + chrono::TimeDelta::seconds(3)).to_rfc3339();
+    let (status, _, result) = steward
+        .post(
+            &path,
+            json!({"attribute": "phone", "value": "+1 312 555 0199", "expires_at": expires_at, "reason": "temporary number"}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{result}");
+    golden_becomes(&admin, &token, "phone", &json!("+1 312 555 0199")).await;
+    golden_becomes(&admin, &token, "phone", &record_phone).await;
+    let (_, history) = admin
+        .until(&format!("/v1/customers/{token}/history"), |b| {
+            b["decisions"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|d| d["type"] == "OverrideRemoved"))
+        })
+        .await;
+    let expired = history["decisions"]
+        .as_array()
+        .expect("decisions")
+        .iter()
+        .find(|d| d["type"] == "OverrideRemoved")
+        .cloned()
+        .expect("removed");
+    assert_eq!(expired["actor"]["kind"], "resolver", "{expired}");
+    // The permanent one is still in force.
+    assert_eq!(
+        admin.get(&format!("/v1/customers/{token}")).await.2["attributes"]["email"],
+        "steward.set@example.test"
+    );
+
+    // A steward removes the permanent one: the record's value is back.
+    let remove = format!("/v1/customers/{token}/overrides/{override_id}/remove");
+    let (status, _, problem) = steward.post(&remove, json!({}), None).await;
+    assert_eq!((status, problem["field"].as_str()), (400, Some("reason")), "{problem}");
+    let (status, _, result) = steward
+        .post(&remove, json!({"reason": "verified the old address"}), None)
+        .await;
+    assert_eq!(status, 200, "{result}");
+    assert_eq!(result["decisions"][0], "OverrideRemoved");
+    golden_becomes(&admin, &token, "email", &record_email).await;
+    let (status, _, problem) = steward.post(&remove, json!({"reason": "again"}), None).await;
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (404, Some("override_id")),
+        "{problem}"
+    );
+    let (_, list) = admin
+        .until(&format!("/v1/customers/{token}/overrides"), |b| {
+            b["overrides"].as_array().is_some_and(Vec::is_empty)
+        })
+        .await;
+    assert_eq!(list["overrides"], json!([]));
+
+    // A reader may not set one.
+    let (status, _, _) = dealer.post(&path, permanent_email("x@example.test"), None).await;
+    assert_eq!(status, 403);
+    terminate(&mut child);
+}
+
 on_both_backends!(
     customers_are_queried_searched_and_explained,
+    values_are_overridden_expire_and_are_removed,
     every_role_against_every_endpoint,
     readiness_and_metrics
 );

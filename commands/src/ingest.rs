@@ -715,7 +715,7 @@ fn open_state(event: &RecordedEvent, key: &DataKey) -> Option<RecordState> {
     match open_with(event, Some(key)) {
         OpenedEvent::Version { content, .. } => Some(RecordState::Live(content)),
         OpenedEvent::Retracted { content, .. } => Some(RecordState::Retracted(content.and_then(|c| c.source_order))),
-        OpenedEvent::Erased { .. } | OpenedEvent::Other => None,
+        OpenedEvent::Erased { .. } | OpenedEvent::Override { .. } | OpenedEvent::Other => None,
     }
 }
 

@@ -12,9 +12,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use mdm_domain::metadata::EventMetadata;
+use mdm_domain::resolution::events::{Decided, Decision, SealedValue, RESOLUTION_STREAM};
 use mdm_domain::source_record::{
     self, RetractionContent, RetractionReason, SourceRecordContent, SourceRecordRetracted, SourceRecordVersion,
 };
+use mdm_domain::survivorship::GoldenValue;
 use mdm_store::keys::{DataKey, KeyStore, KeyStoreError, SubjectKey};
 use mdm_store::RecordedEvent;
 use uuid::Uuid;
@@ -40,6 +42,9 @@ pub enum OpenedEvent {
     /// The record's key is gone: its person was erased. Nothing personal
     /// can be read from this event any more.
     Erased { system: String },
+    /// A steward's override decision (`ValueOverridden`), its value opened:
+    /// `None` when the override's key is gone (erased).
+    Override { value: Option<GoldenValue> },
     /// Not a source-record event, or one this build cannot decode (the
     /// position says which; it is skipped, not fatal).
     Other,
@@ -83,7 +88,10 @@ impl SourceRecordOpener {
     pub async fn open_all(&self, events: &[RecordedEvent]) -> Result<Vec<OpenedEvent>, KeyStoreError> {
         let key_ids: Vec<Option<Uuid>> = events
             .iter()
-            .map(|e| e.metadata.decode::<EventMetadata>().ok().and_then(|m| m.key_id))
+            .map(|e| match override_value(e) {
+                Some((_, value)) => Some(value.key_id),
+                None => e.metadata.decode::<EventMetadata>().ok().and_then(|m| m.key_id),
+            })
             .collect();
         let missing: Vec<Uuid> = {
             let cache = self.cache.lock().map_err(|_| poisoned())?;
@@ -127,8 +135,23 @@ fn poisoned() -> KeyStoreError {
     KeyStoreError::Internal("the key cache lock was poisoned".into())
 }
 
+/// The override id and sealed value of a `ValueOverridden` decision event.
+fn override_value(event: &RecordedEvent) -> Option<(Uuid, SealedValue)> {
+    if event.stream != RESOLUTION_STREAM || event.event_type != "ValueOverridden" {
+        return None;
+    }
+    match event.data.decode::<Decided>().ok()?.decision {
+        Decision::ValueOverridden { override_id, value, .. } => Some((override_id, value)),
+        _ => None,
+    }
+}
+
 /// Opens `event` with `key` (`None`: the key is gone).
 pub(crate) fn open_with(event: &RecordedEvent, key: Option<&DataKey>) -> OpenedEvent {
+    if let Some((override_id, value)) = override_value(event) {
+        let value = key.and_then(|k| open::<GoldenValue>(k, &SealedValue::subject(override_id), &value.sealed));
+        return OpenedEvent::Override { value };
+    }
     match event.event_type.as_str() {
         source_record::CAPTURED | source_record::CHANGED => {
             let Ok(payload) = event.data.decode::<SourceRecordVersion>() else {

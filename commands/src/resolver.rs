@@ -22,7 +22,9 @@ use chrono::Utc;
 use futures::FutureExt;
 use mdm_domain::matching::features::{FeatureSettings, MatchFeatures};
 use mdm_domain::metadata::{deterministic_event_id, Actor, EventMetadata};
-use mdm_domain::resolution::engine::{CommandError, CommandRequest, CustomerView, Engine, Ids, ReplayError};
+use mdm_domain::resolution::engine::{
+    CommandError, CommandRequest, CustomerView, Engine, Ids, ReplayError, StewardCommand,
+};
 use mdm_domain::resolution::events::{Cause, Decided, DecidedBy, Decision, RESOLUTION_STREAM, SCHEMA_VERSION};
 use mdm_domain::source_record::{CAPTURED, CHANGED, RETRACTED};
 use mdm_store::keys::{KeyStore, KeyStoreError};
@@ -107,7 +109,7 @@ pub struct Resolver {
 /// Decisions this resolver appended since it started, by event type (for
 /// metrics: decisions per band).
 #[derive(Debug, Default)]
-pub struct DecisionCounts([std::sync::atomic::AtomicU64; 9]);
+pub struct DecisionCounts([std::sync::atomic::AtomicU64; Decision::EVENT_TYPES.len()]);
 
 impl DecisionCounts {
     fn add(&self, types: &[usize]) {
@@ -194,7 +196,7 @@ async fn prepare(
                         Some(Some(MatchFeatures::from_attributes(&content.attributes, &settings)))
                     }
                     OpenedEvent::Retracted { .. } | OpenedEvent::Erased { .. } => Some(None),
-                    OpenedEvent::Other => None,
+                    OpenedEvent::Override { .. } | OpenedEvent::Other => None,
                 };
                 (e, f)
             })
@@ -534,10 +536,31 @@ impl Resolver {
         (handle, task)
     }
 
+    /// Expires the overrides whose time has come: each becomes an
+    /// `OverrideRemoved` decision (by the resolver), so the golden record,
+    /// the feed and a replay all see the expiry at one log position.
+    async fn expire_overrides(&mut self) -> Result<(), ResolverError> {
+        for override_id in self.engine.due_overrides(chrono::Utc::now()) {
+            let request = CommandRequest {
+                command_id: Uuid::now_v7(),
+                steward: String::new(),
+                reason: "the override expired".into(),
+                expected: Vec::new(),
+                command: StewardCommand::ExpireOverride { override_id },
+            };
+            // Refused only if it is no longer in force: nothing to do.
+            let _ = self.command(&request).await?;
+        }
+        Ok(())
+    }
+
     async fn run(mut self, mut requests: mpsc::Receiver<Request>) -> Result<(), ResolverError> {
         let mut subscription = self.store.subscribe_all(self.checkpoint).await?;
+        let mut expiry = tokio::time::interval(OVERRIDE_EXPIRY_CHECK);
+        expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = expiry.tick() => self.expire_overrides().await?,
                 request = requests.recv() => {
                     let Some(request) = request else { return Ok(()) };
                     self.serve(request).await?;
@@ -578,6 +601,9 @@ impl Resolver {
         Ok(())
     }
 }
+
+/// How often the running resolver looks for overrides that expired.
+const OVERRIDE_EXPIRY_CHECK: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 enum Request {

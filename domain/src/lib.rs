@@ -19,11 +19,14 @@
 //! - `resolution`: the decision events, the resolver's engine (which records
 //!   are one customer, households, steward commands) and `membership`, the
 //!   plain fold of decisions into record-to-customer assignments (as-of).
+//! - `privacy`: the privacy request ledger (erasure and right-to-know
+//!   requests, due dates with one extension, notices per recipient).
 //! - `survivorship`: a customer's golden record from its source records,
 //!   under a versioned rule set, with the lineage of every value.
 
 pub mod matching;
 pub mod metadata;
+pub mod privacy;
 pub mod resolution;
 pub mod source;
 pub mod source_record;

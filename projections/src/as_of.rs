@@ -9,8 +9,14 @@
 //! kept when they lie at or before the cut, and folded in log order with
 //! [`Membership`]. Each member record's own stream is read up to the cut and
 //! opened, and its last version there feeds survivorship exactly as the
-//! customers projection feeds it (same trust ranks, same rule set, no
-//! overrides yet), with the time of the last event considered as "now".
+//! customers projection feeds it (same trust ranks, same rule set), with
+//! the time of the last event considered as "now". So do the steward
+//! overrides in force at the cut: set on the customer's token or on a token
+//! merged into it by then (both named by the gathered decisions), not
+//! removed by then, their values opened through the opener like source
+//! records (a destroyed key reads as no override). A cut by time also
+//! drops the overrides whose `expires_at` is at or before it, even when the
+//! decision that removed them came later.
 //!
 //! The index may lag the log (its projection applies batches behind the
 //! head): decisions after the decisions projection's checkpoint are read
@@ -26,10 +32,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use mdm_commands::opened::{OpenedEvent, SourceRecordOpener};
-use mdm_domain::resolution::events::{Decided, RESOLUTION_STREAM};
+use mdm_domain::resolution::events::{Decided, DecidedBy, Decision, RESOLUTION_STREAM};
 use mdm_domain::resolution::membership::{Membership, TokenStatus};
 use mdm_domain::source::CanonicalAttributes;
-use mdm_domain::survivorship::{self, Contribution, Golden};
+use mdm_domain::survivorship::{self, Contribution, Golden, Override};
 use mdm_store::{Direction, EventStore, Position, RecordedEvent, StreamStart};
 use sqlx::Row;
 use uuid::Uuid;
@@ -172,7 +178,8 @@ pub async fn customer_as_of(
             })
         })
         .collect();
-    let golden = survivorship::survive(&settings.rules, &contributions, &[], now);
+    let overrides = log.overrides_on(&membership, token, opener).await?;
+    let golden = survivorship::survive(&settings.rules, &contributions, &overrides, now);
     Ok(Some(CustomerAsOf {
         token,
         status,
@@ -211,14 +218,19 @@ struct Fact {
     position: Position,
     recorded_at: DateTime<Utc>,
     decided: Decided,
+    /// The event itself when it sets an override, whose sealed value the
+    /// opener opens.
+    event: Option<RecordedEvent>,
 }
 
 impl Fact {
     fn of(event: &RecordedEvent) -> Result<Fact, ProjectionError> {
+        let decided = decode_decision(event)?;
         Ok(Fact {
             position: event.position,
             recorded_at: event.recorded_at,
-            decided: decode_decision(event)?,
+            event: matches!(decided.decision, Decision::ValueOverridden { .. }).then(|| event.clone()),
+            decided,
         })
     }
 }
@@ -399,6 +411,71 @@ impl<'a> DecisionLog<'a> {
         m
     }
 
+    /// The overrides in force on the active customer `token` at the cut:
+    /// set on it or on a token merged into it by then, not removed by
+    /// then, not expired at the cut's time (when the cut is a time), and
+    /// whose value still opens (a destroyed key: as if it did not exist).
+    async fn overrides_on(
+        &self,
+        membership: &Membership,
+        token: Uuid,
+        opener: &SourceRecordOpener,
+    ) -> Result<Vec<Override>, ProjectionError> {
+        let mut in_force: BTreeMap<Uuid, &Fact> = BTreeMap::new();
+        for fact in self.facts.values() {
+            match &fact.decided.decision {
+                Decision::ValueOverridden { override_id, .. } => {
+                    in_force.insert(*override_id, fact);
+                }
+                Decision::OverrideRemoved { override_id, .. } => {
+                    in_force.remove(override_id);
+                }
+                _ => {}
+            }
+        }
+        let mut events: Vec<RecordedEvent> = Vec::new();
+        let mut kept: Vec<(&Fact, Option<DateTime<Utc>>)> = Vec::new();
+        for fact in in_force.into_values() {
+            let Decision::ValueOverridden {
+                token: on, expires_at, ..
+            } = &fact.decided.decision
+            else {
+                continue;
+            };
+            let applies = match membership.status(*on) {
+                Some(TokenStatus::Active) => *on == token,
+                Some(TokenStatus::MergedInto(survivor)) => survivor == token,
+                None => false,
+            };
+            let expired = match (self.at, expires_at) {
+                (AsOf::Time(t), Some(e)) => *e <= t,
+                _ => false,
+            };
+            if let (true, false, Some(event)) = (applies, expired, &fact.event) {
+                events.push(event.clone());
+                kept.push((fact, *expires_at));
+            }
+        }
+        let opened = opener.open_all(&events).await?;
+        Ok(kept
+            .into_iter()
+            .zip(opened)
+            .filter_map(|((fact, expires_at), opened)| match opened {
+                OpenedEvent::Override { value: Some(value) } => Some(Override {
+                    value,
+                    by: match &fact.decided.by {
+                        DecidedBy::Steward(id) => id.clone(),
+                        DecidedBy::Resolver => "resolver".to_owned(),
+                    },
+                    reason: fact.decided.reason.clone(),
+                    position: fact.position.0,
+                    expires_at,
+                }),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// The last gathered decision's position and time.
     fn last_event(&self) -> Option<(Position, DateTime<Utc>)> {
         self.facts.values().next_back().map(|f| (f.position, f.recorded_at))
@@ -542,7 +619,7 @@ async fn member_as_of(
                     (system, content.map(|c| c.source_id).or(previous), "retracted", None)
                 }
                 OpenedEvent::Erased { system } => (system, None, "erased", None),
-                OpenedEvent::Other => continue,
+                OpenedEvent::Override { .. } | OpenedEvent::Other => continue,
             };
             member = Some((
                 MemberAsOf {

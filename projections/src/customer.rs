@@ -15,6 +15,13 @@
 //! feed and webhooks serve (`changes.rs`): per event, not per batch, so the
 //! log does not depend on where batches are cut.
 //!
+//! Steward overrides (`customer_override`) belong to the token they were
+//! set on and apply to the customer that token is live in: itself while
+//! active, its survivor while merged away (`merged_into`), itself again
+//! after a split back. An override whose key is gone has no value and
+//! counts as absent. Setting or removing one runs survivorship again for
+//! the customer it applies to, so the change log shows it.
+//!
 //! Golden values use the time of the event being applied as "now" (for
 //! override expiry), never the wall clock, so a replay writes the same rows.
 
@@ -25,10 +32,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mdm_commands::opened::OpenedEvent;
 use mdm_domain::matching::features::{FeatureSettings, MatchFeatures};
-use mdm_domain::resolution::events::{Decision, RESOLUTION_STREAM};
+use mdm_domain::resolution::events::{DecidedBy, Decision, RESOLUTION_STREAM};
 use mdm_domain::source::CanonicalAttributes;
 use mdm_domain::source_record::STREAM_PREFIX;
-use mdm_domain::survivorship::{self, Contribution, Golden, GoldenAttribute, GoldenValue, Lineage, RuleSet};
+use mdm_domain::survivorship::{self, Contribution, Golden, GoldenAttribute, GoldenValue, Lineage, Override, RuleSet};
 use serde_json::{Map, Value as Json};
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
@@ -69,6 +76,7 @@ const TABLES: &[&str] = &[
     "household_member",
     "customer_search",
     "customer_change",
+    "customer_override",
 ];
 
 const POSTGRES: &[&str] = &[
@@ -211,6 +219,32 @@ const POSTGRES: &[&str] = &[
     "COMMENT ON COLUMN customer_change{s}.attributes IS 'JSON object: golden attribute name -> new golden value (null: gone); all for created, the changed ones for updated, none otherwise'",
     "COMMENT ON COLUMN customer_change{s}.detail IS 'JSON object: version (the customer''s after the change), survivor and absorbed (merged), from and to (unmerged), household (household_changed)'",
     "COMMENT ON COLUMN customer_change{s}.recorded_at IS 'When the causing event was recorded in the log (RFC 3339, UTC)'",
+    "CREATE TABLE customer_override{s} (
+        override_id text PRIMARY KEY,
+        token text NOT NULL,
+        attribute text NOT NULL,
+        value text,
+        set_by text NOT NULL,
+        reason text NOT NULL,
+        position bigint NOT NULL,
+        expires_at text,
+        set_at text NOT NULL,
+        removed_position bigint,
+        removed_expired bigint NOT NULL
+    )",
+    "COMMENT ON TABLE customer_override{s} IS 'Steward overrides of golden values: each applies to the customer its token is live in (the token itself, or its survivor while merged) until removed'",
+    "COMMENT ON COLUMN customer_override{s}.override_id IS 'The override''s id'",
+    "COMMENT ON COLUMN customer_override{s}.token IS 'The token it was set on (it follows that token''s merges and splits back)'",
+    "COMMENT ON COLUMN customer_override{s}.attribute IS 'name, email, phone, address or date_of_birth'",
+    "COMMENT ON COLUMN customer_override{s}.value IS 'The golden value as JSON (null once its key is destroyed: then it is as if it did not exist)'",
+    "COMMENT ON COLUMN customer_override{s}.set_by IS 'The steward who set it'",
+    "COMMENT ON COLUMN customer_override{s}.reason IS 'The steward''s reason'",
+    "COMMENT ON COLUMN customer_override{s}.position IS 'Log position of the decision that set it (the latest in force wins)'",
+    "COMMENT ON COLUMN customer_override{s}.expires_at IS 'When it expires (RFC 3339, UTC); null: permanent, until removed'",
+    "COMMENT ON COLUMN customer_override{s}.set_at IS 'When it was set (recorded in the log)'",
+    "COMMENT ON COLUMN customer_override{s}.removed_position IS 'Log position of the decision that ended it (null while in force)'",
+    "COMMENT ON COLUMN customer_override{s}.removed_expired IS '1 when it ended because it expired, 0 otherwise'",
+    "CREATE INDEX customer_override_g{g}_token ON customer_override{s} (token)",
 ];
 
 const SQLITE: &[&str] = &[
@@ -291,6 +325,20 @@ const SQLITE: &[&str] = &[
         recorded_at text NOT NULL,
         PRIMARY KEY (position, ordinal)
     ) WITHOUT ROWID",
+    "CREATE TABLE customer_override{s} (
+        override_id text PRIMARY KEY,
+        token text NOT NULL,
+        attribute text NOT NULL,
+        value text,
+        set_by text NOT NULL,
+        reason text NOT NULL,
+        position integer NOT NULL,
+        expires_at text,
+        set_at text NOT NULL,
+        removed_position integer,
+        removed_expired integer NOT NULL
+    )",
+    "CREATE INDEX customer_override_g{g}_token ON customer_override{s} (token)",
 ];
 
 /// A record as the projection holds it.
@@ -396,6 +444,77 @@ async fn load_customers(
     Ok(())
 }
 
+const OVERRIDE_COLUMNS: &str = "override_id, token, attribute, value, set_by, reason, position, expires_at, set_at, \
+     removed_position, removed_expired";
+
+/// Loads into `changes` the overrides in force, with a value, set on the
+/// tokens `tokens` or on tokens merged into them, and where those merged
+/// tokens redirect to when the batch does not hold them.
+async fn load_overrides(
+    tx: &mut AnyConnection,
+    names: &Names,
+    tokens: &[String],
+    customers: &HashMap<Uuid, Customer>,
+    changes: &mut ChangeState,
+) -> Result<(), sqlx::Error> {
+    // Two halves, each served by an index (the override's token, the
+    // customer's merged_into).
+    let sql = names.sql(
+        "SELECT o.override_id, o.token, o.value, o.set_by, o.reason, o.position, o.expires_at, c.merged_into \
+         FROM customer_override{s} o LEFT JOIN customer{s} c ON c.token = o.token \
+         WHERE o.token IN ({in}) AND o.removed_position IS NULL AND o.value IS NOT NULL \
+         UNION ALL \
+         SELECT o.override_id, o.token, o.value, o.set_by, o.reason, o.position, o.expires_at, c.merged_into \
+         FROM customer{s} c JOIN customer_override{s} o ON o.token = c.token \
+         WHERE c.merged_into IN ({in}) AND o.removed_position IS NULL AND o.value IS NOT NULL",
+    );
+    for row in fetch_in(tx, &sql, tokens).await? {
+        let id: String = row.try_get(0)?;
+        let token: String = row.try_get(1)?;
+        let value: Option<String> = row.try_get(2)?;
+        let expires_at: Option<String> = row.try_get(6)?;
+        let merged_into: Option<String> = row.try_get(7)?;
+        let (Ok(id), Ok(token)) = (Uuid::parse_str(&id), Uuid::parse_str(&token)) else {
+            continue;
+        };
+        let Some(value) = value.and_then(|v| serde_json::from_str::<GoldenValue>(&v).ok()) else {
+            continue;
+        };
+        let position: i64 = row.try_get(5)?;
+        if !customers.contains_key(&token) {
+            if let Some(survivor) = merged_into.and_then(|t| Uuid::parse_str(&t).ok()) {
+                changes.redirects.insert(token, survivor);
+            }
+        }
+        changes.overrides.insert(
+            id,
+            InForce {
+                token,
+                value,
+                by: row.try_get(3)?,
+                reason: row.try_get(4)?,
+                position: u64::try_from(position).unwrap_or(0),
+                expires_at: expires_at.as_deref().and_then(parse_time),
+            },
+        );
+    }
+    Ok(())
+}
+
+/// Marks `token` for survivorship after the event, when it is an active
+/// customer of the batch.
+fn mark_dirty(
+    token: Option<Uuid>,
+    customers: &HashMap<Uuid, Customer>,
+    dirty_tokens: &mut HashSet<Uuid>,
+    ev: &mut EventChanges,
+) {
+    if let Some(t) = token.filter(|t| customers.get(t).is_some_and(|c| c.status == "active")) {
+        dirty_tokens.insert(t);
+        ev.dirty.insert(t);
+    }
+}
+
 /// The attribute's static name (lineage rows are keyed by it).
 fn attribute_str(name: &str) -> &'static str {
     mdm_domain::survivorship::GoldenAttribute::parse(name).map_or("", |a| a.as_str())
@@ -493,6 +612,25 @@ struct ChangeState {
     /// what the batch writes back.
     latest: HashMap<Uuid, Golden>,
     rows: Vec<Vec<Value>>,
+    /// The overrides in force (with a value) that can apply to the batch's
+    /// customers, by override id: those set on the tokens the batch loaded
+    /// or on tokens merged into them, and those the batch sets.
+    overrides: BTreeMap<Uuid, InForce>,
+    /// The survivor of each token an override was set on that is merged
+    /// away but not among the batch's `customers` (kept up to date through
+    /// the batch's merges).
+    redirects: HashMap<Uuid, Uuid>,
+}
+
+/// An override in force, as survivorship takes it.
+struct InForce {
+    /// The token it was set on.
+    token: Uuid,
+    value: GoldenValue,
+    by: String,
+    reason: String,
+    position: u64,
+    expires_at: Option<DateTime<Utc>>,
 }
 
 impl ChangeState {
@@ -505,14 +643,43 @@ impl ChangeState {
         self.holdings.entry(new).or_default().insert(record.to_owned());
     }
 
-    /// Survivorship over the records `token` holds now.
+    /// The customer the overrides set on `token` apply to now: the token
+    /// itself while active, its survivor while merged away.
+    fn live_of(&self, token: Uuid, customers: &HashMap<Uuid, Customer>) -> Option<Uuid> {
+        match customers.get(&token) {
+            Some(c) if c.status == "active" => Some(token),
+            Some(c) => c.merged_into,
+            None => self.redirects.get(&token).copied(),
+        }
+    }
+
+    /// The overrides in force on the customer `token`: its own and those
+    /// of the tokens merged into it.
+    fn overrides_of(&self, token: Uuid, customers: &HashMap<Uuid, Customer>) -> Vec<Override> {
+        self.overrides
+            .values()
+            .filter(|o| self.live_of(o.token, customers) == Some(token))
+            .map(|o| Override {
+                value: o.value.clone(),
+                by: o.by.clone(),
+                reason: o.reason.clone(),
+                position: o.position,
+                expires_at: o.expires_at,
+            })
+            .collect()
+    }
+
+    /// Survivorship over the records `token` holds now and the overrides
+    /// in force on it.
     fn survive(
         &mut self,
         settings: &CustomerSettings,
         token: Uuid,
         members: &HashMap<String, Member>,
+        customers: &HashMap<Uuid, Customer>,
         now: DateTime<Utc>,
     ) -> Golden {
+        let overrides = self.overrides_of(token, customers);
         let empty = BTreeSet::new();
         let records = self.holdings.get(&token).unwrap_or(&empty);
         for record in records {
@@ -543,7 +710,7 @@ impl ChangeState {
                 attributes: a,
             })
             .collect();
-        survivorship::survive(&settings.rules, &contributions, &[], now)
+        survivorship::survive(&settings.rules, &contributions, &overrides, now)
     }
 
     /// Runs survivorship for the customers the event changed and appends
@@ -564,7 +731,7 @@ impl ChangeState {
         let mut diffs: Vec<(Uuid, Map<String, Json>)> = Vec::new();
         let mut full: HashMap<Uuid, Map<String, Json>> = HashMap::new();
         for token in &ev.dirty {
-            let golden = active(token).then(|| self.survive(settings, *token, members, now));
+            let golden = active(token).then(|| self.survive(settings, *token, members, customers, now));
             let mut values: BTreeMap<&'static str, String> = BTreeMap::new();
             let mut shown: Map<String, Json> = Map::new();
             for s in golden.iter().flat_map(|g| &g.values) {
@@ -657,7 +824,9 @@ impl Projection for CustomersProjection {
         // index of customer_member instead of a table of its own.
         // 3: the change log (customer_change), with survivorship after
         // every event so that its rows do not depend on batch sizes.
-        3
+        // 4: steward overrides (customer_override), which survivorship
+        // takes into the golden records.
+        4
     }
 
     fn config(&self) -> String {
@@ -723,6 +892,17 @@ impl Projection for CustomersProjection {
         let token_keys: Vec<String> = tokens.iter().map(Uuid::to_string).collect();
         let mut customers: HashMap<Uuid, Customer> = HashMap::new();
         load_customers(tx, names, &token_keys, &mut customers).await?;
+        // The survivors of the merged tokens among them: a split back into
+        // such a token takes the overrides set on it away from its survivor,
+        // whose golden record must then be built again.
+        let survivors: BTreeSet<String> = customers
+            .values()
+            .filter_map(|c| c.merged_into)
+            .filter(|t| !customers.contains_key(t))
+            .map(|t| t.to_string())
+            .collect();
+        let survivors: Vec<String> = survivors.into_iter().collect();
+        load_customers(tx, names, &survivors, &mut customers).await?;
         // Only customers already stored can have stored members (a token
         // created in this batch has none yet): ask for those alone.
         let mut stored_tokens: Vec<Uuid> = customers.keys().copied().collect();
@@ -771,6 +951,13 @@ impl Projection for CustomersProjection {
                 changes.holdings.entry(t).or_default().insert(record.clone());
             }
         }
+        // The overrides in force on those customers (set on them or on
+        // tokens merged into them).
+        load_overrides(tx, names, &stored_keys, &customers, &mut changes).await?;
+        // What the batch writes to customer_override: whole rows of the
+        // overrides it sets, and the removal of overrides set earlier.
+        let mut override_rows: BTreeMap<Uuid, Vec<Value>> = BTreeMap::new();
+        let mut override_removals: BTreeMap<Uuid, (i64, bool)> = BTreeMap::new();
 
         let loaded = started.elapsed();
         // 3. Apply the events in log order, in memory. A member whose content
@@ -929,9 +1116,14 @@ impl Projection for CustomersProjection {
                     }
                     let c = customers.entry(*to).or_insert_with(|| new_customer(position, &at));
                     // A split back into a token merged away earlier makes
-                    // it active again.
+                    // it active again, and takes the overrides set on it
+                    // back from the customer it was merged into.
+                    let survivor = if c.status == "merged" { c.merged_into } else { None };
                     c.status = "active";
                     c.merged_into = None;
+                    if changes.overrides.values().any(|o| o.token == *to) {
+                        mark_dirty(survivor, &customers, &mut dirty_tokens, &mut ev);
+                    }
                     let mut detail = Map::new();
                     detail.insert("from".to_owned(), Json::String(from.to_string()));
                     detail.insert("to".to_owned(), Json::String(to.to_string()));
@@ -972,8 +1164,100 @@ impl Projection for CustomersProjection {
                             c.merged_into = Some(*survivor);
                         }
                     }
+                    // The overrides of the absorbed tokens (and of those
+                    // merged into them before) now apply to the survivor.
+                    for target in changes.redirects.values_mut() {
+                        if absorbed_set.contains(target) {
+                            *target = *survivor;
+                        }
+                    }
                     dirty_tokens.insert(*survivor);
                     ev.dirty.insert(*survivor);
+                }
+                Decision::ValueOverridden {
+                    token,
+                    override_id,
+                    attribute,
+                    expires_at,
+                    ..
+                } => {
+                    // `None`: its key is gone (erased): as if it did not
+                    // exist, but its row stays (without the value).
+                    let value = match batch.opened(i) {
+                        Some(OpenedEvent::Override { value }) => value.clone(),
+                        _ => None,
+                    };
+                    let by = match &decided.by {
+                        DecidedBy::Steward(id) => id.clone(),
+                        DecidedBy::Resolver => "resolver".to_owned(),
+                    };
+                    let value_json = match &value {
+                        Some(v) => Some(serde_json::to_string(v).map_err(|e| ProjectionError::Corrupt {
+                            position: event.position.0,
+                            reason: e.to_string(),
+                        })?),
+                        None => None,
+                    };
+                    override_rows.insert(
+                        *override_id,
+                        vec![
+                            Value::text(override_id.to_string()),
+                            Value::text(token.to_string()),
+                            Value::text(attribute.clone()),
+                            Value::Text(value_json),
+                            Value::text(by.clone()),
+                            Value::text(decided.reason.clone()),
+                            Value::int(position),
+                            Value::Text(expires_at.map(time_text)),
+                            Value::text(at.clone()),
+                            Value::Int(None),
+                            Value::int(0),
+                        ],
+                    );
+                    override_removals.remove(override_id);
+                    // An id set again replaces what it held.
+                    if let Some(old) = changes.overrides.remove(override_id) {
+                        let live = changes.live_of(old.token, &customers);
+                        mark_dirty(live, &customers, &mut dirty_tokens, &mut ev);
+                    }
+                    if let Some(value) = value {
+                        changes.overrides.insert(
+                            *override_id,
+                            InForce {
+                                token: *token,
+                                value,
+                                by,
+                                reason: decided.reason.clone(),
+                                position: event.position.0,
+                                expires_at: *expires_at,
+                            },
+                        );
+                        let live = changes.live_of(*token, &customers);
+                        mark_dirty(live, &customers, &mut dirty_tokens, &mut ev);
+                    }
+                }
+                Decision::OverrideRemoved {
+                    token,
+                    override_id,
+                    expired,
+                } => {
+                    match override_rows.get_mut(override_id) {
+                        // Set in this batch: its row is written whole.
+                        Some(row) => {
+                            row[9] = Value::int(position);
+                            row[10] = Value::int(i64::from(*expired));
+                        }
+                        None => {
+                            override_removals.insert(*override_id, (position, *expired));
+                        }
+                    }
+                    if let Some(old) = changes.overrides.remove(override_id) {
+                        let live = changes.live_of(old.token, &customers);
+                        mark_dirty(live, &customers, &mut dirty_tokens, &mut ev);
+                    }
+                    // The customer it was removed from, in case the batch
+                    // did not know the override (its value was erased).
+                    mark_dirty(Some(*token), &customers, &mut dirty_tokens, &mut ev);
                 }
                 Decision::NotAMatchMarked { .. }
                 | Decision::ReviewRequested { .. }
@@ -1026,7 +1310,7 @@ impl Projection for CustomersProjection {
             let record_count = changes.holdings.get(token).map_or(0, BTreeSet::len) as i64;
             let golden = match changes.latest.remove(token) {
                 Some(g) => g,
-                None => changes.survive(&self.settings, *token, &members, now),
+                None => changes.survive(&self.settings, *token, &members, &customers, now),
             };
             for s in &golden.values {
                 let (record, system, position, by) = match &s.lineage {
@@ -1302,6 +1586,40 @@ impl Projection for CustomersProjection {
             )
             .await?;
         }
+        // Overrides: the removals of those set before this batch, then the
+        // rows of those it set (as the batch left them).
+        let removal_rows: Vec<Vec<Value>> = override_removals
+            .iter()
+            .map(|(id, (position, expired))| {
+                vec![
+                    Value::text(id.to_string()),
+                    Value::int(*position),
+                    Value::int(i64::from(*expired)),
+                ]
+            })
+            .collect();
+        execute_rows(
+            tx,
+            &names.sql(
+                "UPDATE customer_override{s} SET removed_position = v.column2, removed_expired = v.column3 FROM (",
+            ),
+            &names.sql(") AS v WHERE customer_override{s}.override_id = v.column1"),
+            3,
+            &removal_rows,
+        )
+        .await?;
+        let set_rows: Vec<Vec<Value>> = override_rows.into_values().collect();
+        execute_rows(
+            tx,
+            &names.sql(&format!("INSERT INTO customer_override{{s}} ({OVERRIDE_COLUMNS})")),
+            "ON CONFLICT (override_id) DO UPDATE SET token = excluded.token, attribute = excluded.attribute, \
+             value = excluded.value, set_by = excluded.set_by, reason = excluded.reason, position = excluded.position, \
+             expires_at = excluded.expires_at, set_at = excluded.set_at, removed_position = excluded.removed_position, \
+             removed_expired = excluded.removed_expired",
+            11,
+            &set_rows,
+        )
+        .await?;
         execute_rows(
             tx,
             &names.sql(

@@ -145,7 +145,11 @@ pub fn decision_record(d: &Decision) -> Option<&str> {
         | Decision::RecordSplit { record, .. } => Some(record),
         Decision::CustomersMerged { record, .. } => record.as_deref(),
         Decision::ReviewRequested { review } => Some(&review.record),
-        Decision::NotAMatchMarked { .. } | Decision::ReviewClosed { .. } | Decision::HouseholdChanged { .. } => None,
+        Decision::NotAMatchMarked { .. }
+        | Decision::ReviewClosed { .. }
+        | Decision::HouseholdChanged { .. }
+        | Decision::ValueOverridden { .. }
+        | Decision::OverrideRemoved { .. } => None,
     }
 }
 
@@ -171,6 +175,9 @@ fn decision_without_explanations(d: &Decision) -> Result<String, serde_json::Err
         map.remove("explanation");
         map.remove("nearest");
         map.remove("explanations");
+        // An override's sealed value: ciphertext is of no use to a reader
+        // (the customer's lineage shows the value while its key exists).
+        map.remove("value");
         if let Some(review) = map.get_mut("review").and_then(|r| r.as_object_mut()) {
             review.remove("explanation");
         }

@@ -312,6 +312,86 @@ pub async fn lineage(db: &ReadDb, token: Uuid) -> Result<Vec<AttributeLineage>, 
         .collect()
 }
 
+/// A steward override in force on a customer.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct OverrideRow {
+    pub override_id: Uuid,
+    /// The token it was set on: the customer's own, or one merged into it.
+    pub token: Uuid,
+    /// `name`, `email`, `phone`, `address` or `date_of_birth`.
+    pub attribute: String,
+    /// The golden value it sets (names and addresses keep their parts).
+    pub value: Json,
+    /// The steward who set it.
+    pub set_by: String,
+    pub reason: String,
+    /// Log position of the decision that set it: of two overrides of one
+    /// attribute, the later wins.
+    pub position: i64,
+    /// `None`: permanent, until removed.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it was set.
+    pub set_at: DateTime<Utc>,
+}
+
+/// The value is personal data, and the reason may hold some: only their
+/// presence is shown.
+impl fmt::Debug for OverrideRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OverrideRow")
+            .field("override_id", &self.override_id)
+            .field("token", &self.token)
+            .field("attribute", &self.attribute)
+            .field("value", &Presence(!self.value.is_null()))
+            .field("set_by", &self.set_by)
+            .field("reason", &Presence(!self.reason.is_empty()))
+            .field("position", &self.position)
+            .field("expires_at", &self.expires_at)
+            .field("set_at", &self.set_at)
+            .finish()
+    }
+}
+
+/// The overrides in force on the customer `token`, oldest first: those set
+/// on it and on the tokens merged into it, not removed, whose value can
+/// still be read (an override whose key was destroyed is as if it did not
+/// exist). Empty for a token merged away (its overrides apply to its
+/// survivor) or unknown. An override past its `expires_at` stays listed
+/// until the decision expiring it is projected, as it stays in the golden
+/// record.
+pub async fn overrides_of(db: &ReadDb, token: Uuid) -> Result<Vec<OverrideRow>, sqlx::Error> {
+    // Its own, then those of the tokens merged into it: each half served
+    // by an index.
+    let rows = sqlx::query(
+        "SELECT o.override_id, o.token, o.attribute, o.value, o.set_by, o.reason, o.position, o.expires_at, o.set_at \
+         FROM customer_override o JOIN customer c ON c.token = o.token \
+         WHERE o.token = $1 AND c.status = 'active' AND o.removed_position IS NULL AND o.value IS NOT NULL \
+         UNION ALL \
+         SELECT o.override_id, o.token, o.attribute, o.value, o.set_by, o.reason, o.position, o.expires_at, o.set_at \
+         FROM customer c JOIN customer_override o ON o.token = c.token \
+         WHERE c.merged_into = $1 AND o.removed_position IS NULL AND o.value IS NOT NULL \
+         ORDER BY position, override_id",
+    )
+    .bind(token.to_string())
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(OverrideRow {
+                override_id: get_uuid(row, "override_id")?,
+                token: get_uuid(row, "token")?,
+                attribute: row.try_get("attribute")?,
+                value: get_json(row, "value")?,
+                set_by: row.try_get("set_by")?,
+                reason: row.try_get("reason")?,
+                position: row.try_get("position")?,
+                expires_at: get_opt_time(row, "expires_at")?,
+                set_at: get_time(row, "set_at")?,
+            })
+        })
+        .collect()
+}
+
 /// The customer a source system's record belongs to now (always an active
 /// token); `None` when the record is unknown, erased or not yet resolved.
 pub async fn token_by_source(db: &ReadDb, system: &str, source_id: &str) -> Result<Option<Uuid>, sqlx::Error> {

@@ -173,7 +173,7 @@ fn version_of(opened: &OpenedEvent, position: u64) -> Result<Option<Version>, Pr
             raw: None,
             raw_header: None,
         }),
-        OpenedEvent::Other => None,
+        OpenedEvent::Override { .. } | OpenedEvent::Other => None,
     })
 }
 

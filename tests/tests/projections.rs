@@ -3,23 +3,34 @@
 //! size, a runner killed mid-batch resumes to the rows of an uninterrupted
 //! run, a rule-set change plus rebuild re-masters the golden records and the
 //! lineage names the new rule, a rebuild swaps in while a live runner keeps
-//! following the log, and an erased record projects without personal data.
+//! following the log, an erased record projects without personal data, and
+//! steward overrides win survivorship, follow their token through merges
+//! and splits back, end when removed or expired, and vanish with their key.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use mdm_commands::ingest::Ingestor;
+use chrono::{DateTime, Utc};
+use mdm_commands::ingest::{seal, Ingestor};
 use mdm_commands::resolver::Resolver;
-use mdm_domain::survivorship::{Rule, RuleSet};
+use mdm_domain::resolution::engine::{CommandRequest, StewardCommand};
+use mdm_domain::resolution::events::{Decided, Decision, SealedValue};
+use mdm_domain::survivorship::{Chosen, Golden, GoldenAttribute, GoldenValue, Lineage, Rule, RuleSet};
+use mdm_projections::as_of::{customer_as_of, AsOf, CustomerAsOf};
+use mdm_projections::changes::{change_at, golden_value_json, ChangeCursor, ChangeType, CustomerChange};
+use mdm_projections::query::{self, AttributeLineage, CustomerRow};
 use mdm_projections::runner::{self, Batch, Names, Projection, ProjectionError, Runner};
 use mdm_projections::{Dialect, ReadDb};
+use mdm_store::keys::SubjectKey;
+use mdm_store::Position;
 use mdm_tests::backends::{PostgresBackend, SqliteBackend};
 use mdm_tests::fixtures::{
-    catch_up, ingest, opener, postgres_stores, projections, resolver, rows, rules, scenario, sqlite_stores,
+    catch_up, ingest, opener, postgres_stores, projections, resolver, rows, rules, scenario, settings, sqlite_stores,
     wait_for_last_decision, Stores,
 };
 use sqlx::AnyConnection;
+use uuid::Uuid;
 
 type Dump = Vec<(String, Vec<String>)>;
 
@@ -103,9 +114,10 @@ async fn replays_give_identical_rows(s: Stores, a: ReadDb, b: ReadDb) {
     let first = dump(&a, &ps).await;
     for (table, rows) in &first {
         // The scenario's records are clear links or clear strangers: no
-        // review items (the review queue is covered by the engine's tests).
+        // review items (the review queue is covered by the engine's tests),
+        // and no steward overrides (covered below).
         assert!(
-            rows.is_empty() == (table == "review_item"),
+            rows.is_empty() == (table == "review_item" || table == "customer_override"),
             "the scenario fills {table}"
         );
     }
@@ -461,6 +473,492 @@ async fn erased_records_project_without_personal_data(s: Stores, db: ReadDb) {
     assert_eq!(mentions, 0, "nothing of the erased version is in the change log");
 }
 
+// ---- Steward overrides ----
+
+const STEWARD: &str = "steward-7";
+
+/// A steward command through the resolver, as the service sends it.
+async fn steward(r: &mut Resolver, reason: &str, command: StewardCommand) -> Vec<Decided> {
+    r.command(&CommandRequest {
+        command_id: Uuid::now_v7(),
+        steward: STEWARD.into(),
+        reason: reason.into(),
+        expected: Vec::new(),
+        command,
+    })
+    .await
+    .expect("store")
+    .expect("accepted")
+}
+
+/// Sets an override of `token` to `value`, sealed as the service seals it
+/// (a key of its own in the key store, bound to the override's subject);
+/// returns its id and the position of its decision.
+async fn set_override(
+    s: &Stores,
+    r: &mut Resolver,
+    token: Uuid,
+    value: &GoldenValue,
+    expires_at: Option<DateTime<Utc>>,
+) -> (Uuid, Position) {
+    let override_id = Uuid::now_v7();
+    let subject = SealedValue::subject(override_id);
+    let lookup = s.keys.get_or_create(std::slice::from_ref(&subject)).await.expect("key");
+    let SubjectKey::Active { key_id, key } = &lookup[0].key else {
+        panic!("a fresh key is active")
+    };
+    let sealed = seal(key, &subject, value).expect("seal");
+    let decided = steward(
+        r,
+        "the customer called",
+        StewardCommand::Override {
+            token,
+            override_id,
+            attribute: value.attribute().as_str().to_owned(),
+            expires_at,
+            value: SealedValue {
+                key_id: *key_id,
+                sealed,
+            },
+        },
+    )
+    .await;
+    assert!(matches!(decided[0].decision, Decision::ValueOverridden { .. }));
+    (override_id, wait_for_last_decision(&s.store).await)
+}
+
+async fn golden_row(db: &ReadDb, token: Uuid) -> CustomerRow {
+    query::customer(db, token).await.expect("read").expect("exists")
+}
+
+async fn lineage_of(db: &ReadDb, token: Uuid, attribute: &str) -> Option<AttributeLineage> {
+    query::lineage(db, token)
+        .await
+        .expect("lineage")
+        .into_iter()
+        .find(|l| l.attribute == attribute)
+}
+
+/// The override ids in force on `token`, as the query API lists them.
+async fn override_ids(db: &ReadDb, token: Uuid) -> Vec<Uuid> {
+    query::overrides_of(db, token)
+        .await
+        .expect("overrides")
+        .iter()
+        .map(|o| o.override_id)
+        .collect()
+}
+
+/// The changes the event at `position` made, in order.
+async fn changes_at(db: &ReadDb, position: Position) -> Vec<CustomerChange> {
+    let mut out = Vec::new();
+    for ordinal in 0.. {
+        match change_at(db, ChangeCursor::new(position.0 as i64, ordinal))
+            .await
+            .expect("change")
+        {
+            Some(c) => out.push(c),
+            None => return out,
+        }
+    }
+    out
+}
+
+/// The one `updated` change of the event at `position`: its token and
+/// what it changed.
+async fn updated_at(db: &ReadDb, position: Position) -> (Uuid, serde_json::Map<String, serde_json::Value>) {
+    let changes = changes_at(db, position).await;
+    let updated: Vec<&CustomerChange> = changes
+        .iter()
+        .filter(|c| c.change_type == ChangeType::Updated)
+        .collect();
+    assert_eq!(updated.len(), 1, "one updated change at {position}: {changes:?}");
+    (updated[0].token, updated[0].attributes.clone())
+}
+
+/// The golden record as (attribute, value, rule, source position, steward),
+/// from the as-of view and from the customers projection's lineage.
+type GoldenRows = Vec<(String, serde_json::Value, String, i64, Option<String>)>;
+
+fn golden_rows(golden: &Golden) -> GoldenRows {
+    golden
+        .values
+        .iter()
+        .map(|s| {
+            let (position, by) = match &s.lineage {
+                Lineage::Record { position, .. } => (*position, None),
+                Lineage::Override { by, position } => (*position, Some(by.clone())),
+            };
+            (
+                s.value.attribute().as_str().to_owned(),
+                serde_json::to_value(&s.value).expect("json"),
+                s.chosen.as_str().to_owned(),
+                position as i64,
+                by,
+            )
+        })
+        .collect()
+}
+
+async fn lineage_rows(db: &ReadDb, token: Uuid) -> GoldenRows {
+    let mut rows: GoldenRows = query::lineage(db, token)
+        .await
+        .expect("lineage")
+        .into_iter()
+        .map(|l| (l.attribute, l.value, l.rule, l.source_position, l.overridden_by))
+        .collect();
+    let order = |a: &str| GoldenAttribute::parse(a).map(|a| a as usize);
+    rows.sort_by_key(|r| order(&r.0));
+    rows
+}
+
+async fn overrides_win_follow_their_token_and_vanish_with_their_key(s: Stores, db: ReadDb, fresh: ReadDb) {
+    let mut r = scenario(&s).await;
+    let trust = rules(vec![Rule::TrustRank, Rule::MostComplete], "trust-1");
+    let ps = projections(trust.clone());
+    let customer_settings = settings(trust);
+    catch_up(&s, &db, &ps, 5_000).await;
+    let ingestor = Ingestor::new(s.store.clone(), s.keys.clone(), mdm_tests::fixtures::definitions());
+    let p0 = r
+        .engine()
+        .token_of(&ingestor.stream_of("crm", "p0-0"))
+        .expect("decided");
+    let p2_record = ingestor.stream_of("crm", "p2-0");
+    let p2 = r.engine().token_of(&p2_record).expect("decided");
+    assert_ne!(p0, p2);
+    let as_of = |token: Uuid, at: AsOf| {
+        let (store, db, settings, open) = (s.store.clone(), db.clone(), customer_settings.clone(), opener(&s));
+        async move {
+            customer_as_of(store.as_ref(), &db, &open, &settings, token, at)
+                .await
+                .expect("as of")
+                .expect("known")
+        }
+    };
+    let record_email = golden_row(&db, p0).await.email.expect("an e-mail");
+    let record_phone = golden_row(&db, p0).await.phone.expect("a phone");
+    assert_eq!(record_email, "robert.okafor0@example.test");
+
+    // An e-mail override on p0 wins over every record.
+    let email = GoldenValue::Email {
+        email: "bob@override.test".into(),
+    };
+    let (email_id, email_at) = set_override(&s, &mut r, p0, &email, None).await;
+    catch_up(&s, &db, &ps, 5_000).await;
+    assert_eq!(golden_row(&db, p0).await.email.as_deref(), Some("bob@override.test"));
+    let l = lineage_of(&db, p0, "email").await.expect("an e-mail");
+    assert_eq!(l.rule, "steward_override");
+    assert_eq!(l.overridden_by.as_deref(), Some(STEWARD));
+    assert_eq!((l.record, l.system), (None, None));
+    assert_eq!(l.source_position, email_at.0 as i64);
+    assert_eq!(l.value["email"], "bob@override.test");
+    let name = lineage_of(&db, p0, "name").await.expect("a name");
+    assert_eq!((name.rule.as_str(), name.overridden_by), ("trust_rank", None));
+    let (token, changed) = updated_at(&db, email_at).await;
+    assert_eq!(token, p0);
+    assert_eq!(
+        changed,
+        serde_json::Map::from_iter([("email".to_owned(), golden_value_json(&email))]),
+        "the change names the overridden attribute only"
+    );
+    let listed = query::overrides_of(&db, p0).await.expect("overrides");
+    assert_eq!(listed.len(), 1);
+    let o = &listed[0];
+    assert_eq!((o.override_id, o.token, o.attribute.as_str()), (email_id, p0, "email"));
+    assert_eq!(o.value, serde_json::to_value(&email).expect("json"));
+    assert_eq!((o.set_by.as_str(), o.reason.as_str()), (STEWARD, "the customer called"));
+    assert_eq!((o.position, o.expires_at), (email_at.0 as i64, None));
+    assert!(!format!("{o:?}").contains("override.test"), "Debug hides the value");
+    // As of before the override, the record's value; from it on, the override.
+    let before = as_of(p0, AsOf::Position(Position(email_at.0 - 1))).await;
+    assert_eq!(
+        before.golden.get(GoldenAttribute::Email).map(|s| &s.value),
+        Some(&GoldenValue::Email {
+            email: record_email.clone()
+        })
+    );
+    let after = as_of(p0, AsOf::Position(email_at)).await;
+    let survived = after.golden.get(GoldenAttribute::Email).expect("an e-mail");
+    assert_eq!(survived.value, email);
+    assert_eq!(survived.chosen, Chosen::StewardOverride);
+    assert_eq!(
+        survived.lineage,
+        Lineage::Override {
+            by: STEWARD.into(),
+            position: email_at.0
+        }
+    );
+
+    // Removing the e-mail override restores the record's value.
+    steward(
+        &mut r,
+        "wrong address",
+        StewardCommand::RemoveOverride {
+            token: p0,
+            override_id: email_id,
+        },
+    )
+    .await;
+    let removed_at = wait_for_last_decision(&s.store).await;
+    catch_up(&s, &db, &ps, 5_000).await;
+    assert_eq!(golden_row(&db, p0).await.email.as_deref(), Some(record_email.as_str()));
+    let l = lineage_of(&db, p0, "email").await.expect("an e-mail");
+    assert_ne!(l.rule, "steward_override");
+    assert_eq!(l.overridden_by, None);
+    assert!(l.record.is_some());
+    assert_eq!(
+        updated_at(&db, removed_at).await,
+        (
+            p0,
+            serde_json::Map::from_iter([("email".to_owned(), serde_json::Value::String(record_email.clone()))])
+        )
+    );
+    assert!(override_ids(&db, p0).await.is_empty());
+    let removed: (Option<i64>, i64) =
+        sqlx::query_as("SELECT removed_position, removed_expired FROM customer_override WHERE override_id = $1")
+            .bind(email_id.to_string())
+            .fetch_one(db.pool())
+            .await
+            .expect("row");
+    assert_eq!(removed, (Some(removed_at.0 as i64), 0));
+    assert_eq!(
+        as_of(p0, AsOf::Position(Position(removed_at.0 - 1)))
+            .await
+            .golden
+            .get(GoldenAttribute::Email)
+            .map(|s| s.value.clone()),
+        Some(email.clone())
+    );
+
+    // A phone override on p2, which p0 then absorbs: the survivor shows it.
+    let phone = GoldenValue::Phone {
+        number: "+1 312 555 9999".into(),
+    };
+    let (phone_id, phone_at) = set_override(&s, &mut r, p2, &phone, None).await;
+    steward(
+        &mut r,
+        "same person",
+        StewardCommand::Merge {
+            survivor: p0,
+            absorbed: p2,
+        },
+    )
+    .await;
+    let merged_at = wait_for_last_decision(&s.store).await;
+    catch_up(&s, &db, &ps, 5_000).await;
+    let row = golden_row(&db, p0).await;
+    assert_eq!(
+        row.phone.as_deref(),
+        Some("+1 312 555 9999"),
+        "the absorbed token's override"
+    );
+    let l = lineage_of(&db, p0, "phone").await.expect("a phone");
+    assert_eq!(
+        (l.rule.as_str(), l.source_position),
+        ("steward_override", phone_at.0 as i64)
+    );
+    assert_eq!(override_ids(&db, p0).await, [phone_id]);
+    assert!(
+        override_ids(&db, p2).await.is_empty(),
+        "a merged token has none of its own"
+    );
+    let phone_of = |c: &CustomerAsOf| c.golden.get(GoldenAttribute::Phone).map(|s| s.value.clone());
+    assert_eq!(
+        phone_of(&as_of(p0, AsOf::Position(phone_at)).await),
+        Some(GoldenValue::Phone {
+            number: record_phone.clone()
+        })
+    );
+    assert_eq!(
+        phone_of(&as_of(p0, AsOf::Position(merged_at)).await),
+        Some(phone.clone())
+    );
+
+    // Splitting p2's first record back out revives p2, with its override.
+    let decided = steward(
+        &mut r,
+        "not the same after all",
+        StewardCommand::Split {
+            record: p2_record.clone(),
+            into: None,
+        },
+    )
+    .await;
+    assert!(
+        decided
+            .iter()
+            .any(|d| matches!(&d.decision, Decision::RecordSplit { to, created: false, .. } if *to == p2)),
+        "split back into p2"
+    );
+    let split_at = wait_for_last_decision(&s.store).await;
+    catch_up(&s, &db, &ps, 5_000).await;
+    assert_eq!(golden_row(&db, p2).await.phone.as_deref(), Some("+1 312 555 9999"));
+    // p0 keeps p2's other records: its phone comes from a record again.
+    assert_ne!(golden_row(&db, p0).await.phone.as_deref(), Some("+1 312 555 9999"));
+    let l = lineage_of(&db, p0, "phone").await.expect("a phone");
+    assert!(l.record.is_some() && l.overridden_by.is_none());
+    assert_eq!(override_ids(&db, p2).await, [phone_id]);
+    assert!(override_ids(&db, p0).await.is_empty());
+    assert_eq!(
+        phone_of(&as_of(p2, AsOf::Position(split_at)).await),
+        Some(phone.clone())
+    );
+    assert_ne!(
+        phone_of(&as_of(p0, AsOf::Position(split_at)).await),
+        Some(phone.clone())
+    );
+
+    // An override with an expiry: in force until then, as of any time
+    // before it; not as of its expiry, though the decision expiring it
+    // comes later; the expiry decision ends it in the read models.
+    let nickname = GoldenValue::Name {
+        given: Some("Bobby".into()),
+        middle: None,
+        family: Some("Okafor".into()),
+        suffix: None,
+    };
+    let expires = Utc::now() + chrono::Duration::seconds(2);
+    let expires = DateTime::<Utc>::from_timestamp_micros(expires.timestamp_micros()).expect("a time");
+    let given_before = golden_row(&db, p0).await.given_name;
+    assert_ne!(given_before.as_deref(), Some("Bobby"));
+    let (name_id, name_at) = set_override(&s, &mut r, p0, &nickname, Some(expires)).await;
+    catch_up(&s, &db, &ps, 5_000).await;
+    assert_eq!(golden_row(&db, p0).await.given_name.as_deref(), Some("Bobby"));
+    let listed = query::overrides_of(&db, p0).await.expect("overrides");
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].override_id, listed[0].expires_at), (name_id, Some(expires)));
+    let set_time = listed[0].set_at;
+    assert!(set_time < expires, "the override was set before it expires");
+    tokio::time::sleep((expires - Utc::now()).to_std().unwrap_or_default() + std::time::Duration::from_millis(50))
+        .await;
+    steward(
+        &mut r,
+        "the override expired",
+        StewardCommand::ExpireOverride { override_id: name_id },
+    )
+    .await;
+    let expired_at = wait_for_last_decision(&s.store).await;
+    catch_up(&s, &db, &ps, 5_000).await;
+    assert_eq!(golden_row(&db, p0).await.given_name, given_before);
+    let (token, changed) = updated_at(&db, expired_at).await;
+    assert_eq!(token, p0);
+    assert_eq!(changed.keys().collect::<Vec<_>>(), ["name"]);
+    let removed: (Option<i64>, i64) =
+        sqlx::query_as("SELECT removed_position, removed_expired FROM customer_override WHERE override_id = $1")
+            .bind(name_id.to_string())
+            .fetch_one(db.pool())
+            .await
+            .expect("row");
+    assert_eq!(removed, (Some(expired_at.0 as i64), 1));
+    let given_of = |c: &CustomerAsOf| match c.golden.get(GoldenAttribute::Name).map(|s| &s.value) {
+        Some(GoldenValue::Name { given, .. }) => given.clone(),
+        _ => None,
+    };
+    assert_eq!(
+        given_of(&as_of(p0, AsOf::Position(name_at)).await).as_deref(),
+        Some("Bobby")
+    );
+    assert_eq!(
+        given_of(&as_of(p0, AsOf::Time(set_time)).await).as_deref(),
+        Some("Bobby")
+    );
+    assert_eq!(
+        given_of(&as_of(p0, AsOf::Time(expires)).await),
+        given_before,
+        "expired at the cut's time, before the decision expiring it"
+    );
+
+    // At the head, the as-of view and the projection agree.
+    let head = wait_for_last_decision(&s.store).await;
+    for token in [p0, p2] {
+        assert_eq!(
+            golden_rows(&as_of(token, AsOf::Position(head)).await.golden),
+            lineage_rows(&db, token).await,
+            "{token} as of the head"
+        );
+    }
+    change_log_folds_to_the_golden_records(&db).await;
+
+    // Replays give the same rows: a rebuild beside the live tables, and a
+    // fresh build in batches of 7 (cut through every override decision).
+    let before_rebuild = dump(&db, &ps).await;
+    let overrides = &before_rebuild
+        .iter()
+        .find(|(t, _)| t == "customer_override")
+        .expect("the table is dumped")
+        .1;
+    assert_eq!(overrides.len(), 3, "every override has its row");
+    runner::rebuild(s.store.as_ref(), &db, ps[0].as_ref(), &opener(&s), &mut |_, _| {})
+        .await
+        .expect("rebuild");
+    assert_same(&before_rebuild, &dump(&db, &ps).await, "rebuilt against live");
+    catch_up(&s, &fresh, &ps, 7).await;
+    assert_same(&before_rebuild, &dump(&fresh, &ps).await, "batches of 7 against live");
+
+    // An override whose key is destroyed: after a rebuild, as if it never was.
+    let dob = GoldenValue::DateOfBirth {
+        date: chrono::NaiveDate::from_ymd_opt(1999, 12, 31).expect("a date"),
+    };
+    let record_dob = golden_row(&db, p2).await.date_of_birth;
+    let (dob_id, dob_at) = set_override(&s, &mut r, p2, &dob, None).await;
+    catch_up(&s, &db, &ps, 5_000).await;
+    assert_eq!(
+        golden_row(&db, p2).await.date_of_birth,
+        Some(chrono::NaiveDate::from_ymd_opt(1999, 12, 31).expect("a date"))
+    );
+    assert_eq!(override_ids(&db, p2).await, [phone_id, dob_id]);
+    let found = s.keys.find(&[SealedValue::subject(dob_id)]).await.expect("find");
+    let key_id = found[0].as_ref().expect("the override has a key").key_id();
+    s.keys.destroy(&[key_id]).await.expect("destroy");
+    runner::rebuild(s.store.as_ref(), &db, ps[0].as_ref(), &opener(&s), &mut |_, _| {})
+        .await
+        .expect("rebuild");
+    assert_eq!(golden_row(&db, p2).await.date_of_birth, record_dob);
+    let l = lineage_of(&db, p2, "date_of_birth").await.expect("a date of birth");
+    assert_ne!(l.rule, "steward_override");
+    assert_eq!(
+        override_ids(&db, p2).await,
+        [phone_id],
+        "the erased override is not listed"
+    );
+    let row: (Option<String>, String, i64) =
+        sqlx::query_as("SELECT value, attribute, position FROM customer_override WHERE override_id = $1")
+            .bind(dob_id.to_string())
+            .fetch_one(db.pool())
+            .await
+            .expect("row");
+    assert_eq!(
+        row,
+        (None, "date_of_birth".to_owned(), dob_at.0 as i64),
+        "its row, without the value"
+    );
+    assert!(
+        changes_at(&db, dob_at)
+            .await
+            .iter()
+            .all(|c| c.change_type != ChangeType::Updated),
+        "the change log never showed it"
+    );
+    let (mentions,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM customer_change WHERE attributes LIKE '%1999-12-31%'")
+            .fetch_one(db.pool())
+            .await
+            .expect("count");
+    assert_eq!(mentions, 0, "nothing of the erased override is in the change log");
+    let p2_now = as_of(p2, AsOf::Position(dob_at)).await;
+    assert_eq!(
+        p2_now.golden.get(GoldenAttribute::DateOfBirth).map(|s| s.chosen),
+        lineage_of(&db, p2, "date_of_birth")
+            .await
+            .and_then(|l| Chosen::parse(&l.rule))
+    );
+    assert_ne!(
+        p2_now.golden.get(GoldenAttribute::DateOfBirth).map(|s| s.value.clone()),
+        Some(dob)
+    );
+    change_log_folds_to_the_golden_records(&db).await;
+}
+
 // ---- SQLite ----
 
 async fn sqlite_read(backend: &SqliteBackend, name: &str) -> ReadDb {
@@ -504,6 +1002,13 @@ async fn sqlite_erased_records_project_without_personal_data() {
     erased_records_project_without_personal_data(sqlite_stores(&b).await, db).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_overrides_win_follow_their_token_and_vanish_with_their_key() {
+    let b = SqliteBackend::new().await.expect("sqlite");
+    let (x, y) = (sqlite_read(&b, "a").await, sqlite_read(&b, "b").await);
+    overrides_win_follow_their_token_and_vanish_with_their_key(sqlite_stores(&b).await, x, y).await;
+}
+
 // ---- PostgreSQL ----
 
 async fn pg_read(backend: &PostgresBackend, schema: &str) -> ReadDb {
@@ -543,4 +1048,11 @@ async fn postgres_erased_records_project_without_personal_data() {
     let b = PostgresBackend::new().await.expect("postgres");
     let db = pg_read(&b, "read_a").await;
     erased_records_project_without_personal_data(postgres_stores(&b).await, db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_overrides_win_follow_their_token_and_vanish_with_their_key() {
+    let b = PostgresBackend::new().await.expect("postgres");
+    let (x, y) = (pg_read(&b, "read_a").await, pg_read(&b, "read_b").await);
+    overrides_win_follow_their_token_and_vanish_with_their_key(postgres_stores(&b).await, x, y).await;
 }

@@ -305,6 +305,53 @@ pub fn page_limit(limit: Option<usize>, default: usize) -> Result<usize, Respons
     }
 }
 
+/// The stewards' value overrides in force on the customer (set on its
+/// token or on one merged into it), oldest first.
+#[utoipa::path(get, path = "/v1/customers/{token}/overrides", tag = "customers",
+    params(("token" = Uuid, Path, description = "The customer's token")),
+    responses(
+        (status = 200, description = "The overrides in force of the attributes the client may see", body = Object),
+        (status = 307, description = "Merged: Location names the survivor's overrides"),
+        (status = 404, description = "Unknown token", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
+pub async fn get_overrides(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParam(token): PathParam<Uuid>,
+) -> Response {
+    let c = match active_customer(&state, token, "/overrides").await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match query::overrides_of(&state.read, token).await {
+        Ok(rows) => {
+            let overrides: Vec<Value> = rows
+                .iter()
+                .filter(|o| principal.scopes.allows(&o.attribute))
+                .map(|o| {
+                    let value = serde_json::from_value::<mdm_domain::survivorship::GoldenValue>(o.value.clone())
+                        .map(|v| mdm_projections::changes::golden_value_json(&v))
+                        .unwrap_or(Value::Null);
+                    json!({
+                        "override_id": o.override_id,
+                        "set_on": o.token,
+                        "attribute": o.attribute,
+                        "value": value,
+                        "set_by": o.set_by,
+                        "reason": o.reason,
+                        "position": o.position,
+                        "expires_at": o.expires_at,
+                        "set_at": o.set_at,
+                    })
+                })
+                .collect();
+            Json(json!({"token": token, "version": c.version, "overrides": overrides})).into_response()
+        }
+        Err(e) => read_failed(&e),
+    }
+}
+
 /// Where each golden value came from: source record, version (log
 /// position) and the survivorship rule that chose it.
 #[utoipa::path(get, path = "/v1/customers/{token}/lineage", tag = "customers",

@@ -53,6 +53,7 @@ pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(customers::get_customer))
         .routes(routes!(customers::get_customer_by_source))
         .routes(routes!(customers::get_lineage))
+        .routes(routes!(customers::get_overrides))
         .routes(routes!(customers::get_history))
         .routes(routes!(customers::get_source_records))
         .routes(routes!(customers::get_as_of))
@@ -67,6 +68,8 @@ pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(steward::split))
         .routes(routes!(steward::not_a_match))
         .routes(routes!(steward::force_link))
+        .routes(routes!(steward::set_override))
+        .routes(routes!(steward::remove_override))
         .route_layer(guard(Need::Steward));
     let admin = OpenApiRouter::new()
         .routes(routes!(ops::metrics))

@@ -1,5 +1,5 @@
-//! Steward commands: merge, split (unmerge), not-a-match, force-link and
-//! review decisions. Each needs a reason, runs through the single-writer
+//! Steward commands: merge, split (unmerge), not-a-match, force-link,
+//! value overrides and review decisions. Each needs a reason, runs through the single-writer
 //! resolver (which checks it against the current state and appends its
 //! decisions atomically) and honours `If-Match`: when the customer named in
 //! the path is no longer at that version the answer is 412 and nothing is
@@ -18,8 +18,12 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
+use mdm_domain::matching::normalize;
 use mdm_domain::resolution::engine::{CommandError, CommandRequest, StewardCommand};
-use mdm_domain::resolution::events::ReviewOutcome;
+use mdm_domain::resolution::events::{ReviewOutcome, SealedValue};
+use mdm_domain::source::PostalAddress;
+use mdm_domain::survivorship::{GoldenAttribute, GoldenValue};
+use mdm_store::keys::SubjectKey;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -91,10 +95,39 @@ pub struct ReviewDecisionBody {
     pub reason: String,
 }
 
+/// Set a golden value by hand. Exactly one of `expires_at` and `permanent`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideBody {
+    /// `name`, `email`, `phone`, `address` or `date_of_birth`.
+    pub attribute: String,
+    /// The value, in the shape the customer record shows it: a string for
+    /// `email`, `phone` and `date_of_birth` (`YYYY-MM-DD`), an object of
+    /// parts for `name` (`given`, `middle`, `family`, `suffix`) and `address`
+    /// (`line1`, `line2`, `city`, `region`, `postcode`, `country`).
+    #[schema(value_type = Object)]
+    pub value: serde_json::Value,
+    /// When the override stops applying (RFC 3339, in the future).
+    pub expires_at: Option<DateTime<Utc>>,
+    /// `true`: it applies until a steward removes it.
+    pub permanent: Option<bool>,
+    pub reason: String,
+}
+
+/// Withdraw an override.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveOverrideBody {
+    pub reason: String,
+}
+
 /// What a command did.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CommandResult {
     pub command_id: Uuid,
+    /// The override set (value overrides only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub override_id: Option<Uuid>,
     /// The decisions appended, in order (their event types).
     pub decisions: Vec<String>,
     /// Each named customer's version after the command.
@@ -176,6 +209,10 @@ async fn run(
     tracing::info!(command_id = %command_id, decisions = decided.len(), "steward command applied");
     let mut response = Json(CommandResult {
         command_id,
+        override_id: decided.iter().find_map(|d| match &d.decision {
+            mdm_domain::resolution::events::Decision::ValueOverridden { override_id, .. } => Some(*override_id),
+            _ => None,
+        }),
         decisions: decided.iter().map(|d| d.decision.event_type().to_owned()).collect(),
         versions: versions.clone(),
     })
@@ -228,6 +265,13 @@ fn command_problem(e: &CommandError) -> Response {
             Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Command not applicable", *why).into_response()
         }
         CommandError::ReasonRequired => bad_request("a reason is required", "reason"),
+        CommandError::UnknownOverride(_) => Problem::new(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "no override with that id is in force on this customer",
+        )
+        .field("override_id")
+        .into_response(),
     }
 }
 
@@ -406,6 +450,210 @@ pub async fn force_link(
         exp,
         reason,
         StewardCommand::ForceLink { record, token },
+    )
+    .await
+}
+
+/// The longest text accepted in one part of an override value.
+const MAX_PART_CHARS: usize = 200;
+
+/// Reads an override value of `attribute` from the body, naming the part at
+/// fault (never quoting it).
+fn golden_value(
+    state: &AppState,
+    attribute: GoldenAttribute,
+    value: &serde_json::Value,
+) -> Result<GoldenValue, Response> {
+    let text = |v: &serde_json::Value, field: &str| -> Result<String, Response> {
+        let Some(t) = v.as_str() else {
+            return Err(bad_request("a text value is expected", field));
+        };
+        let t = t.trim();
+        if t.is_empty() {
+            return Err(bad_request("the value is empty", field));
+        }
+        if t.chars().count() > MAX_PART_CHARS {
+            return Err(bad_request("the value is longer than 200 characters", field));
+        }
+        Ok(t.to_owned())
+    };
+    let parts = |names: &[&str]| -> Result<Vec<Option<String>>, Response> {
+        let Some(object) = value.as_object() else {
+            return Err(bad_request("an object of parts is expected", "value"));
+        };
+        if let Some(unknown) = object.keys().find(|k| !names.contains(&k.as_str())) {
+            return Err(bad_request("an unknown part was sent", &format!("value.{unknown}")));
+        }
+        let out = names
+            .iter()
+            .map(|n| match object.get(*n) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(v) => text(v, &format!("value.{n}")).map(Some),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if out.iter().all(Option::is_none) {
+            return Err(bad_request("at least one part is required", "value"));
+        }
+        Ok(out)
+    };
+    Ok(match attribute {
+        GoldenAttribute::Email => {
+            let email = text(value, "value")?;
+            if normalize::email(&email).is_none() {
+                return Err(bad_request("not an e-mail address", "value"));
+            }
+            GoldenValue::Email { email }
+        }
+        GoldenAttribute::Phone => {
+            let number = text(value, "value")?;
+            if normalize::phone(&number, &state.search_settings.default_phone_region).is_none() {
+                return Err(bad_request("not a valid phone number", "value"));
+            }
+            GoldenValue::Phone { number }
+        }
+        GoldenAttribute::DateOfBirth => {
+            let date = chrono::NaiveDate::parse_from_str(&text(value, "value")?, "%Y-%m-%d")
+                .map_err(|_| bad_request("a date as YYYY-MM-DD is expected", "value"))?;
+            if date > Utc::now().date_naive() {
+                return Err(bad_request("the date is in the future", "value"));
+            }
+            GoldenValue::DateOfBirth { date }
+        }
+        GoldenAttribute::Name => {
+            let mut p = parts(&["given", "middle", "family", "suffix"])?.into_iter();
+            GoldenValue::Name {
+                given: p.next().flatten(),
+                middle: p.next().flatten(),
+                family: p.next().flatten(),
+                suffix: p.next().flatten(),
+            }
+        }
+        GoldenAttribute::Address => {
+            let mut p = parts(&["line1", "line2", "city", "region", "postcode", "country"])?.into_iter();
+            GoldenValue::Address {
+                address: PostalAddress {
+                    line1: p.next().flatten(),
+                    line2: p.next().flatten(),
+                    city: p.next().flatten(),
+                    region: p.next().flatten(),
+                    postcode: p.next().flatten(),
+                    country: p.next().flatten(),
+                },
+            }
+        }
+    })
+}
+
+/// Sets a golden value by hand: it wins over every source record until it
+/// expires or is removed. The value is sealed under a data key of its own
+/// before it reaches the log, so erasure can destroy it.
+#[utoipa::path(post, path = "/v1/customers/{token}/overrides", tag = "stewards",
+    params(("token" = Uuid, Path, description = "The customer"),
+           ("If-Match" = Option<String>, Header, description = "The customer's ETag")),
+    request_body = OverrideBody,
+    responses(
+        (status = 200, description = "Overridden (`override_id` names it)", body = CommandResult),
+        (status = 400, description = "Bad body, value or If-Match", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown token", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The customer was merged away", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "Stale If-Match: nothing applied", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
+pub async fn set_override(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParam(token): PathParam<Uuid>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    let b: OverrideBody = try_or!(body(&bytes));
+    let Some(attribute) = GoldenAttribute::parse(&b.attribute) else {
+        return bad_request(
+            "one of name, email, phone, address, date_of_birth is expected",
+            "attribute",
+        );
+    };
+    let value = try_or!(golden_value(&state, attribute, &b.value));
+    let expires_at = match (b.expires_at, b.permanent) {
+        (Some(at), None | Some(false)) if at > Utc::now() => Some(at),
+        (Some(_), None | Some(false)) => return bad_request("the expiry is not in the future", "expires_at"),
+        (None, Some(true)) => None,
+        (Some(_), Some(true)) => return bad_request("an override is either permanent or expires", "permanent"),
+        (None, _) => {
+            return bad_request(
+                "give expires_at, or permanent: true for an override until removed",
+                "expires_at",
+            )
+        }
+    };
+    let reason = try_or!(reason(&b.reason));
+    let exp = try_or!(expected(token, &headers));
+    let override_id = Uuid::now_v7();
+    let subject = SealedValue::subject(override_id);
+    let keys = state.ingestor.keys();
+    let (key_id, key) = match keys.get_or_create(std::slice::from_ref(&subject)).await {
+        Ok(found) => match found.into_iter().next().map(|l| l.key) {
+            Some(SubjectKey::Active { key_id, key }) => (key_id, key),
+            _ => return Problem::unavailable("key store").into_response(),
+        },
+        Err(error) => {
+            tracing::error!(error = %error, "override: key store unavailable");
+            return Problem::unavailable("key store").into_response();
+        }
+    };
+    let sealed = match mdm_commands::ingest::seal(&key, &subject, &value) {
+        Ok(s) => s,
+        Err(_) => return Problem::unavailable("key store").into_response(),
+    };
+    let command = StewardCommand::Override {
+        token,
+        override_id,
+        attribute: attribute.as_str().to_owned(),
+        expires_at,
+        value: SealedValue { key_id, sealed },
+    };
+    let response = run(&state, &principal, Some(token), exp, reason, command).await;
+    if !response.status().is_success() {
+        // Nothing refers to the sealed value: its key goes at once.
+        if let Err(error) = keys.destroy(&[key_id]).await {
+            tracing::warn!(error = %error, "override refused: its unused key stays until erasure");
+        }
+    }
+    response
+}
+
+/// Withdraws an override in force on this customer (the golden value goes
+/// back to what survivorship chooses from the records).
+#[utoipa::path(post, path = "/v1/customers/{token}/overrides/{override_id}/remove", tag = "stewards",
+    params(("token" = Uuid, Path, description = "The customer"),
+           ("override_id" = Uuid, Path, description = "The override"),
+           ("If-Match" = Option<String>, Header, description = "The customer's ETag")),
+    request_body = RemoveOverrideBody,
+    responses(
+        (status = 200, description = "Removed", body = CommandResult),
+        (status = 400, description = "Bad body or If-Match", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown token, or no such override in force on it", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The customer was merged away", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "Stale If-Match: nothing applied", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
+pub async fn remove_override(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParam((token, override_id)): PathParam<(Uuid, Uuid)>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    let b: RemoveOverrideBody = try_or!(body(&bytes));
+    let reason = try_or!(reason(&b.reason));
+    let exp = try_or!(expected(token, &headers));
+    run(
+        &state,
+        &principal,
+        Some(token),
+        exp,
+        reason,
+        StewardCommand::RemoveOverride { token, override_id },
     )
     .await
 }

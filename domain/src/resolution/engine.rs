@@ -12,7 +12,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use uuid::Uuid;
 
-use super::events::{Cause, Decided, DecidedBy, Decision, HouseholdChange, Review, ReviewOutcome};
+use super::events::{Cause, Decided, DecidedBy, Decision, HouseholdChange, Review, ReviewOutcome, SealedValue};
 use crate::matching::blocking;
 use crate::matching::compare::{compare, ComparisonVector};
 use crate::matching::features::MatchFeatures;
@@ -116,6 +116,8 @@ pub enum CommandError {
     Invalid(&'static str),
     #[error("a reason is required")]
     ReasonRequired,
+    #[error("override {0} is not in force on this customer")]
+    UnknownOverride(Uuid),
 }
 
 /// A steward's command.
@@ -132,6 +134,20 @@ pub enum StewardCommand {
     ForceLink { record: String, token: Uuid },
     /// Close a review item: link the pair, keep it apart, or skip.
     CloseReview { review_id: Uuid, outcome: ReviewOutcome },
+    /// Set a golden value by hand (the service sealed it and checked that
+    /// it is a valid value of `attribute` and that `expires_at` is ahead).
+    Override {
+        token: Uuid,
+        override_id: Uuid,
+        attribute: String,
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+        value: SealedValue,
+    },
+    /// Withdraw an override in force on the customer.
+    RemoveOverride { token: Uuid, override_id: Uuid },
+    /// The service withdraws an override whose time has come (decided by
+    /// the resolver, not a steward).
+    ExpireOverride { override_id: Uuid },
 }
 
 /// A command with who, why and the versions it was based on.
@@ -171,6 +187,9 @@ pub struct Engine {
     by_household: HashMap<Uuid, u32>,
     dwellings: HashMap<u64, u32>,
     reviews: HashMap<Uuid, (u32, u32)>,
+    /// Overrides in force: the customer slot each was set on (its live
+    /// customer follows merges) and its expiry.
+    overrides: HashMap<Uuid, (u32, Option<chrono::DateTime<chrono::Utc>>)>,
     seq: u64,
     /// How many indexed records hold each given and family name, for
     /// term-frequency adjustments.
@@ -209,6 +228,7 @@ impl Engine {
             by_household: HashMap::new(),
             dwellings: HashMap::new(),
             reviews: HashMap::new(),
+            overrides: HashMap::new(),
             seq: 0,
             given_counts: HashMap::new(),
             family_counts: HashMap::new(),
@@ -858,6 +878,18 @@ impl Engine {
                 self.reviews.remove(review_id);
             }
             Decision::HouseholdChanged { .. } => {}
+            Decision::ValueOverridden {
+                token,
+                override_id,
+                expires_at,
+                ..
+            } => {
+                let c = self.customer_slot(*token);
+                self.overrides.insert(*override_id, (c, *expires_at));
+            }
+            Decision::OverrideRemoved { override_id, .. } => {
+                self.overrides.remove(override_id);
+            }
         }
         for t in d.decision.versioned_tokens() {
             if let Some(&c) = self.by_token.get(&t) {
@@ -1042,8 +1074,57 @@ impl Engine {
                     outcome: *outcome,
                 });
             }
+            StewardCommand::Override {
+                token,
+                override_id,
+                attribute,
+                expires_at,
+                value,
+            } => {
+                self.active(*token)?;
+                if crate::survivorship::GoldenAttribute::parse(attribute).is_none() {
+                    return Err(CommandError::Invalid("no such golden attribute"));
+                }
+                if self.overrides.contains_key(override_id) {
+                    return Err(CommandError::Invalid("the override id is taken"));
+                }
+                out.push(Decision::ValueOverridden {
+                    token: *token,
+                    override_id: *override_id,
+                    attribute: attribute.clone(),
+                    expires_at: *expires_at,
+                    value: value.clone(),
+                });
+            }
+            StewardCommand::RemoveOverride { token, override_id } => {
+                let c = self.active(*token)?;
+                match self.overrides.get(override_id) {
+                    Some((on, _)) if self.live_customer(*on) == c => {}
+                    _ => return Err(CommandError::UnknownOverride(*override_id)),
+                }
+                out.push(Decision::OverrideRemoved {
+                    token: *token,
+                    override_id: *override_id,
+                    expired: false,
+                });
+            }
+            StewardCommand::ExpireOverride { override_id } => {
+                let (on, _) = *self
+                    .overrides
+                    .get(override_id)
+                    .ok_or(CommandError::UnknownOverride(*override_id))?;
+                let live = self.live_customer(on);
+                out.push(Decision::OverrideRemoved {
+                    token: self.customers[live as usize].token,
+                    override_id: *override_id,
+                    expired: true,
+                });
+            }
         }
-        let by = DecidedBy::Steward(request.steward.clone());
+        let by = match &request.command {
+            StewardCommand::ExpireOverride { .. } => DecidedBy::Resolver,
+            _ => DecidedBy::Steward(request.steward.clone()),
+        };
         let mut decided = Vec::with_capacity(out.len());
         for d in out {
             let item = self.decided(1, &cause, by.clone(), &request.reason, d);
@@ -1051,6 +1132,19 @@ impl Engine {
             decided.push(item);
         }
         Ok(decided)
+    }
+
+    /// Overrides in force whose expiry is at or before `now`, oldest
+    /// expiry first: the service expires them with
+    /// [`StewardCommand::ExpireOverride`].
+    pub fn due_overrides(&self, now: chrono::DateTime<chrono::Utc>) -> Vec<Uuid> {
+        let mut due: Vec<(chrono::DateTime<chrono::Utc>, Uuid)> = self
+            .overrides
+            .iter()
+            .filter_map(|(id, (_, expires_at))| expires_at.filter(|at| *at <= now).map(|at| (at, *id)))
+            .collect();
+        due.sort();
+        due.into_iter().map(|(_, id)| id).collect()
     }
 
     /// The customer a record belongs to now (following merges).

@@ -18,11 +18,11 @@
 
 use std::collections::BTreeSet;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use uuid::Uuid;
 
 use super::engine::{CommandError, CommandRequest, CustomerView, Engine, Ids, Limits, ReplayError, StewardCommand};
-use super::events::{Cause, Decided, DecidedBy, Decision, HouseholdChange, Review, ReviewOutcome};
+use super::events::{Cause, Decided, DecidedBy, Decision, HouseholdChange, Review, ReviewOutcome, SealedValue};
 use crate::matching::features::{AddressFeatures, MatchFeatures};
 use crate::matching::model::{Band, DecisionRules, Explanation, MatchParameters, Scorer};
 use crate::matching::normalize::Suffix;
@@ -1714,4 +1714,156 @@ fn a_customer_split_off_by_a_steward_regains_its_household_when_resolved() {
     assert_eq!(kinds(&w.resolve("crm/wife")), ["HouseholdChanged"]);
     assert_eq!(w.view(wife).household, Some(home));
     assert!(w.engine.household_members(home).contains(&wife));
+}
+
+// ---------------------------------------------------------------------------
+// Value overrides
+
+fn sealed(n: u128) -> SealedValue {
+    SealedValue {
+        key_id: Uuid::from_u128((9 << 64) + n),
+        sealed: format!("ciphertext-{n}"),
+    }
+}
+
+fn override_command(token: Uuid, n: u128, attribute: &str, expires_at: Option<DateTime<Utc>>) -> StewardCommand {
+    StewardCommand::Override {
+        token,
+        override_id: Uuid::from_u128((8 << 64) + n),
+        attribute: attribute.to_owned(),
+        expires_at,
+        value: sealed(n),
+    }
+}
+
+fn at(hour: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 23, hour, 0, 0).single().expect("a time")
+}
+
+#[test]
+fn an_override_is_a_versioned_decision_checked_like_any_command() {
+    let mut w = strangers();
+    let x = w.token("crm/x");
+    let before = w.version(x);
+    // Refused: stale version, unknown token, unknown attribute, no reason.
+    let stale = w.request(override_command(x, 1, "email", None), vec![(x, before + 1)], "r");
+    assert!(matches!(w.run(&stale), Err(CommandError::VersionMismatch { .. })));
+    let unknown = w.request(override_command(Uuid::from_u128(77), 1, "email", None), Vec::new(), "r");
+    assert_eq!(w.run(&unknown), Err(CommandError::UnknownToken(Uuid::from_u128(77))));
+    let colour = w.request(override_command(x, 1, "colour", None), Vec::new(), "r");
+    assert!(matches!(w.run(&colour), Err(CommandError::Invalid(_))));
+    let silent = w.request(override_command(x, 1, "email", None), Vec::new(), " ");
+    assert_eq!(w.run(&silent), Err(CommandError::ReasonRequired));
+    assert_eq!(w.version(x), before, "nothing applied");
+
+    let ds = w.command(override_command(x, 1, "email", None));
+    assert_eq!(kinds(&ds), ["ValueOverridden"]);
+    assert_eq!(ds[0].by, DecidedBy::Steward("steward-7".to_owned()));
+    assert_eq!(w.version(x), before + 1);
+    // The same override id twice is refused.
+    let again = w.request(override_command(x, 1, "email", None), Vec::new(), "r");
+    assert!(matches!(w.run(&again), Err(CommandError::Invalid(_))));
+    // The decision carries the sealed value, never a plaintext one.
+    let json = serde_json::to_string(&ds[0]).expect("json");
+    assert!(
+        json.contains("ciphertext-1") && json.contains("\"attribute\":\"email\""),
+        "{json}"
+    );
+
+    let remove = StewardCommand::RemoveOverride {
+        token: x,
+        override_id: Uuid::from_u128((8 << 64) + 1),
+    };
+    let ds = w.command(remove.clone());
+    assert_eq!(
+        ds[0].decision,
+        Decision::OverrideRemoved {
+            token: x,
+            override_id: Uuid::from_u128((8 << 64) + 1),
+            expired: false
+        }
+    );
+    assert_eq!(w.version(x), before + 2);
+    let twice = w.request(remove, Vec::new(), "r");
+    assert!(matches!(w.run(&twice), Err(CommandError::UnknownOverride(_))));
+}
+
+#[test]
+fn an_override_follows_its_customer_through_a_merge_and_a_split_back() {
+    let mut w = strangers();
+    let (x, y) = (w.token("crm/x"), w.token("crm/y"));
+    w.command(override_command(y, 2, "phone", None));
+    let id = Uuid::from_u128((8 << 64) + 2);
+    w.command(StewardCommand::Merge {
+        survivor: x,
+        absorbed: y,
+    });
+    // On the survivor now, not on the absorbed token (which is merged away).
+    let on_absorbed = w.request(
+        StewardCommand::RemoveOverride {
+            token: y,
+            override_id: id,
+        },
+        Vec::new(),
+        "r",
+    );
+    assert!(matches!(w.run(&on_absorbed), Err(CommandError::Merged { .. })));
+    w.command(StewardCommand::Split {
+        record: "crm/y".to_owned(),
+        into: None,
+    });
+    // Back with y, its token: not on x any more.
+    let on_x = w.request(
+        StewardCommand::RemoveOverride {
+            token: x,
+            override_id: id,
+        },
+        Vec::new(),
+        "r",
+    );
+    assert_eq!(w.run(&on_x), Err(CommandError::UnknownOverride(id)));
+    let ds = w.command(StewardCommand::RemoveOverride {
+        token: y,
+        override_id: id,
+    });
+    assert_eq!(kinds(&ds), ["OverrideRemoved"]);
+    assert_replays("override through merge and split", &w);
+}
+
+#[test]
+fn overrides_fall_due_at_their_expiry_and_expire_as_resolver_decisions() {
+    let mut w = strangers();
+    let (x, y) = (w.token("crm/x"), w.token("crm/y"));
+    w.command(override_command(x, 3, "email", Some(at(12))));
+    w.command(override_command(y, 4, "phone", Some(at(10))));
+    w.command(override_command(y, 5, "name", None));
+    assert!(w.engine.due_overrides(at(9)).is_empty());
+    // Oldest expiry first; a permanent one never falls due.
+    assert_eq!(
+        w.engine.due_overrides(at(12)),
+        [Uuid::from_u128((8 << 64) + 4), Uuid::from_u128((8 << 64) + 3)]
+    );
+    // A replayed engine knows the same expiries.
+    assert_eq!(w.replay(ReplayOrder::DecisionsFirst).due_overrides(at(12)).len(), 2);
+    let before = w.version(y);
+    let request = w.request(
+        StewardCommand::ExpireOverride {
+            override_id: Uuid::from_u128((8 << 64) + 4),
+        },
+        Vec::new(),
+        "the override expired",
+    );
+    let ds = w.run(&request).expect("expires");
+    assert_eq!(ds[0].by, DecidedBy::Resolver);
+    assert_eq!(
+        ds[0].decision,
+        Decision::OverrideRemoved {
+            token: y,
+            override_id: Uuid::from_u128((8 << 64) + 4),
+            expired: true
+        }
+    );
+    assert_eq!(w.version(y), before + 1);
+    assert_eq!(w.engine.due_overrides(at(23)), [Uuid::from_u128((8 << 64) + 3)]);
+    assert_replays("expiry", &w);
 }

@@ -8,8 +8,11 @@
 //! append a whole batch in one write, and fences a second resolver by the
 //! stream's expected version. Decisions name records by their pseudonymous
 //! stream and customers by token: no personal data, so erasure never has to
-//! touch them.
+//! touch them. The one value a decision carries, a steward's override, is
+//! sealed under a data key of its own ([`SealedValue`]), so destroying that
+//! key erases it like a source record.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -55,6 +58,31 @@ pub struct Review {
     /// The candidate record that scored best.
     pub candidate_record: String,
     pub explanation: Explanation,
+}
+
+/// A steward's override value, sealed by the service (AES-256-GCM under the
+/// data key `key_id` of the key store, subject `override:<override id>`,
+/// bound to that subject). The domain never sees the plaintext: it only
+/// records and routes it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedValue {
+    pub key_id: Uuid,
+    pub sealed: String,
+}
+
+impl std::fmt::Debug for SealedValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedValue")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SealedValue {
+    /// The key-store subject (and the AEAD binding) of an override's value.
+    pub fn subject(override_id: Uuid) -> String {
+        format!("override:{override_id}")
+    }
 }
 
 /// A customer's household after a decision, when it changed.
@@ -132,6 +160,28 @@ pub enum Decision {
     /// Only the customer's household changed (its record moved house);
     /// the change is in `households`.
     HouseholdChanged { token: Uuid },
+    /// A steward set a golden value by hand: it wins over every record
+    /// until it expires or is removed. It belongs to the customer it was set
+    /// on and follows that customer's merges (and splits back).
+    ValueOverridden {
+        token: Uuid,
+        override_id: Uuid,
+        /// The golden attribute (`name`, `email`, `phone`, `address`,
+        /// `date_of_birth`).
+        attribute: String,
+        /// `None`: permanent, until removed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at: Option<DateTime<Utc>>,
+        value: SealedValue,
+    },
+    /// An override no longer applies: a steward removed it, or it expired
+    /// (`expired`, decided by the service when its time came).
+    OverrideRemoved {
+        token: Uuid,
+        override_id: Uuid,
+        #[serde(default)]
+        expired: bool,
+    },
 }
 
 /// How a review item ended.
@@ -176,11 +226,13 @@ impl Decision {
             Decision::ReviewRequested { .. } => "ReviewRequested",
             Decision::ReviewClosed { .. } => "ReviewClosed",
             Decision::HouseholdChanged { .. } => "HouseholdChanged",
+            Decision::ValueOverridden { .. } => "ValueOverridden",
+            Decision::OverrideRemoved { .. } => "OverrideRemoved",
         }
     }
 
     /// Every event type of decisions.
-    pub const EVENT_TYPES: [&'static str; 9] = [
+    pub const EVENT_TYPES: [&'static str; 11] = [
         "CustomerCreated",
         "RecordLinked",
         "CustomersMerged",
@@ -190,6 +242,8 @@ impl Decision {
         "ReviewRequested",
         "ReviewClosed",
         "HouseholdChanged",
+        "ValueOverridden",
+        "OverrideRemoved",
     ];
 
     /// The tokens this decision names.
@@ -197,7 +251,9 @@ impl Decision {
         match self {
             Decision::CustomerCreated { token, .. }
             | Decision::RecordLinked { token, .. }
-            | Decision::HouseholdChanged { token } => vec![*token],
+            | Decision::HouseholdChanged { token }
+            | Decision::ValueOverridden { token, .. }
+            | Decision::OverrideRemoved { token, .. } => vec![*token],
             Decision::CustomersMerged { survivor, absorbed, .. } => {
                 std::iter::once(*survivor).chain(absorbed.iter().copied()).collect()
             }

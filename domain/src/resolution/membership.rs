@@ -85,7 +85,10 @@ impl Membership {
             Decision::NotAMatchMarked { .. }
             | Decision::ReviewRequested { .. }
             | Decision::ReviewClosed { .. }
-            | Decision::HouseholdChanged { .. } => {}
+            | Decision::HouseholdChanged { .. }
+            // Overrides change values, not membership.
+            | Decision::ValueOverridden { .. }
+            | Decision::OverrideRemoved { .. } => {}
         }
     }
 
