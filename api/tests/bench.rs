@@ -187,7 +187,7 @@ fn bench_projections_reports_rebuild_speed_against_plain_inserts_and_lag_on_both
         }
     }
     let lag: Vec<_> = lines.iter().filter(|l| l["figure"] == "lag_under_ingest").collect();
-    assert_eq!(lag.len(), 3, "{stdout}");
+    assert_eq!(lag.len(), 4, "{stdout}");
     assert!(lag
         .iter()
         .all(|l| l["events"].as_u64() > Some(0) && l["p99_ms"].as_f64() >= Some(0.0)));

@@ -147,14 +147,14 @@ async fn ingest_answers_the_customer_token(backend: Backend) {
     terminate(&mut child);
 
     // The embedded log admits one process at a time: status runs once the
-    // service stopped, and shows the three projections having applied it.
+    // service stopped, and shows the four projections having applied it.
     let status = mdm(deployment.dir.path(), &env, &["projections", "status"]);
     let lines: Vec<Value> = status
         .lines()
         .map(|l| serde_json::from_str(l).expect("json line"))
         .collect();
     let names: Vec<&str> = lines.iter().filter_map(|l| l["name"].as_str()).collect();
-    assert_eq!(names, ["customers", "source_records", "decisions"]);
+    assert_eq!(names, ["customers", "source_records", "decisions", "privacy_ledger"]);
     assert!(lines.iter().all(|l| l["position"].as_u64() > Some(0)), "{status}");
 }
 

@@ -245,6 +245,7 @@ pub fn web_rows() -> Vec<String> {
 pub async fn scenario(s: &Stores) -> Resolver {
     ingest(s, &rows(30)).await;
     ingest_into(s, "web", &web_rows()).await;
+    privacy_requests(s).await;
     let mut r = resolver(s).await;
     r.catch_up().await.expect("resolve");
     // A changed CRM record (new e-mail).
@@ -294,6 +295,96 @@ pub async fn scenario(s: &Stores) -> Resolver {
     .expect("merge");
     wait_for_last_decision(&s.store).await;
     r
+}
+
+/// Two privacy requests in the ledger (a stream each, beside the
+/// customers'): an erasure received, verified, extended, completed and
+/// notified to two recipients (one acknowledged), and an open right-to-know
+/// request. Fixed times, so replays agree.
+pub async fn privacy_requests(s: &Stores) {
+    use chrono::TimeZone;
+    use mdm_domain::privacy::{stream, LedgerEvent, Recipient, RequestKind};
+    let day = |d: u32| {
+        chrono::Utc
+            .with_ymd_and_hms(2026, 1, d, 9, 0, 0)
+            .single()
+            .expect("a time")
+    };
+    let by = || "compliance-1".to_owned();
+    let erasure = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_00e1);
+    let right_to_know = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_00e2);
+    let hook = Recipient::Webhook(Uuid::from_u128(0xe3));
+    let requests = [
+        (
+            erasure,
+            vec![
+                LedgerEvent::RequestReceived {
+                    request_id: erasure,
+                    kind: RequestKind::Erasure,
+                    token: None,
+                    received_at: day(1),
+                    by: by(),
+                },
+                LedgerEvent::RequestVerified {
+                    by: by(),
+                    method: "call-back to the number on file".into(),
+                    at: day(2),
+                },
+                LedgerEvent::RequestExtended {
+                    by: by(),
+                    reason: "records in an archive".into(),
+                    at: day(3),
+                },
+                LedgerEvent::RequestCompleted {
+                    by: by(),
+                    outcome: "erased 2 source records".into(),
+                    at: day(4),
+                },
+                LedgerEvent::RecipientNotified {
+                    recipient: hook.clone(),
+                    at: day(5),
+                },
+                LedgerEvent::RecipientNotified {
+                    recipient: Recipient::SourceSystem("crm".into()),
+                    at: day(5),
+                },
+                LedgerEvent::NoticeAcknowledged {
+                    recipient: hook,
+                    by: "dealer".into(),
+                    at: day(6),
+                },
+            ],
+        ),
+        (
+            right_to_know,
+            vec![LedgerEvent::RequestReceived {
+                request_id: right_to_know,
+                kind: RequestKind::RightToKnow,
+                token: None,
+                received_at: day(7),
+                by: by(),
+            }],
+        ),
+    ];
+    for (id, events) in requests {
+        // One append per event, as the ledger's commands append them.
+        for (version, e) in events.iter().enumerate() {
+            let expected = match version {
+                0 => mdm_store::ExpectedVersion::NoStream,
+                v => mdm_store::ExpectedVersion::Exact(v as u64 - 1),
+            };
+            let event = mdm_store::NewEvent::new(
+                Uuid::now_v7(),
+                e.event_type(),
+                mdm_store::Json::encode(e).expect("json"),
+                mdm_store::Json::empty_object(),
+            );
+            s.store
+                .append(&stream(id), expected, vec![event])
+                .await
+                .expect("append a ledger event");
+        }
+    }
 }
 
 /// Waits until the global log shows the last decision (the last event of
