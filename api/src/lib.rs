@@ -9,6 +9,8 @@
 //! - `demo`: `mdm demo`, a fresh folder with the sample data ingested, API keys and curl commands;
 //! - `bench_ingest`: `mdm bench ingest`, bulk capture against plain SQLite;
 //! - `webhooks`: webhook subscribers, signed delivery with retries and dead letters;
+//! - `privacy`: the privacy request ledger's commands (CCPA erasure and
+//!   right-to-know requests), shared by the HTTP API and `mdm privacy`;
 //! - `main.rs`: the `mdm` CLI (`serve`, `import`, `datagen`, `sources check`, `bench`).
 
 pub mod auth;
@@ -22,6 +24,7 @@ pub mod datagen;
 // `mdm demo` (issue 6): sample data ingested, keys and curl commands printed.
 pub mod demo;
 pub mod http;
+pub mod privacy;
 pub mod sources;
 // Feed and webhooks (issue 6): webhook delivery.
 pub mod webhooks;

@@ -75,6 +75,11 @@ enum Command {
         #[command(subcommand)]
         what: ClientsCommand,
     },
+    /// The privacy request ledger (CCPA erasure and right-to-know requests).
+    Privacy {
+        #[command(subcommand)]
+        what: PrivacyCommand,
+    },
     /// Measures the product and prints one JSON line per figure.
     Bench {
         #[command(subcommand)]
@@ -148,7 +153,8 @@ enum ProjectionsCommand {
     /// Builds fresh tables from the start of the log beside the live ones
     /// (which keep serving), then swaps them in and drops the old ones.
     Rebuild {
-        /// The projection to rebuild (all when absent): customers, source_records, decisions.
+        /// The projection to rebuild (all when absent): customers, source_records, decisions,
+        /// privacy_ledger.
         name: Option<String>,
     },
 }
@@ -175,6 +181,115 @@ enum ClientsCommand {
         /// The client's id or name.
         client: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum PrivacyCommand {
+    /// Privacy requests: list and show them, add one, verify, extend,
+    /// complete or deny it (one JSON line per request).
+    ///
+    /// add, verify, extend, complete and deny append to the event log
+    /// directly (on the embedded SQLite store, stop `mdm serve` first: one
+    /// process holds the log). list and show read the read models, which
+    /// only a running `mdm serve` brings up to date: a request added while
+    /// it is stopped is listed once it runs again.
+    Requests {
+        #[command(subcommand)]
+        what: RequestsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RequestsCommand {
+    /// Lists requests from the read models, oldest receipt first, with
+    /// their due dates and whether they are overdue now (one JSON line
+    /// each, or a table).
+    List {
+        #[arg(long, value_enum)]
+        status: Option<StatusArg>,
+        #[arg(long, value_enum)]
+        kind: Option<KindArg>,
+        /// Only requests open past their due date now.
+        #[arg(long)]
+        overdue: bool,
+        /// At most this many requests (all when absent).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// A table for people instead of JSON lines.
+        #[arg(long)]
+        table: bool,
+    },
+    /// Shows one request with its notices, from the read models.
+    Show {
+        /// The request id.
+        id: uuid::Uuid,
+    },
+    /// Enters a request received now (due in 45 days) and prints it.
+    Add {
+        #[arg(long, value_enum)]
+        kind: KindArg,
+        /// The customer's token, when known.
+        #[arg(long)]
+        token: Option<uuid::Uuid>,
+        /// Who entered it (recorded in the ledger; no personal data).
+        #[arg(long, default_value = "operator")]
+        by: String,
+    },
+    /// Records how the requester's identity was verified.
+    Verify {
+        id: uuid::Uuid,
+        #[arg(long)]
+        method: String,
+        #[arg(long, default_value = "operator")]
+        by: String,
+    },
+    /// Extends the due date by 45 days, once, for a reason.
+    Extend {
+        id: uuid::Uuid,
+        #[arg(long)]
+        reason: String,
+        #[arg(long, default_value = "operator")]
+        by: String,
+    },
+    /// Completes a verified request with what was done.
+    Complete {
+        id: uuid::Uuid,
+        #[arg(long)]
+        outcome: String,
+        #[arg(long, default_value = "operator")]
+        by: String,
+    },
+    /// Denies a request on a stated basis.
+    Deny {
+        id: uuid::Uuid,
+        #[arg(long)]
+        basis: String,
+        #[arg(long, default_value = "operator")]
+        by: String,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum KindArg {
+    Erasure,
+    #[value(name = "right_to_know")]
+    RightToKnow,
+}
+
+impl KindArg {
+    fn kind(self) -> mdm_domain::privacy::RequestKind {
+        match self {
+            KindArg::Erasure => mdm_domain::privacy::RequestKind::Erasure,
+            KindArg::RightToKnow => mdm_domain::privacy::RequestKind::RightToKnow,
+        }
+    }
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum StatusArg {
+    Open,
+    Completed,
+    Denied,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -250,6 +365,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             what: ProjectionsCommand::Rebuild { name },
         } => projections_rebuild(load_config(cli.config.as_deref())?, name).await,
         Command::Clients { what } => clients(load_config(cli.config.as_deref())?, what).await,
+        Command::Privacy {
+            what: PrivacyCommand::Requests { what },
+        } => privacy_requests(load_config(cli.config.as_deref())?, what).await,
         Command::Bench {
             what: BenchCommand::Store(args),
         } => mdm_store::bench::run_store_bench(args).await,
@@ -568,6 +686,139 @@ async fn clients(config: Config, what: ClientsCommand) -> anyhow::Result<()> {
     }
     db.close().await;
     Ok(())
+}
+
+async fn privacy_requests(config: Config, what: RequestsCommand) -> anyhow::Result<()> {
+    use mdm_api::privacy::{self, Caller, Command as Ledger, RequestDoc};
+    let (id, command, by) = match what {
+        RequestsCommand::List {
+            status,
+            kind,
+            overdue,
+            limit,
+            table,
+        } => return privacy_list(config, status, kind, overdue, limit, table).await,
+        RequestsCommand::Show { id } => return privacy_show(config, id).await,
+        RequestsCommand::Add { kind, token, by } => {
+            let store = open_event_store(&config).await?;
+            let now = chrono::Utc::now();
+            let caller = Caller {
+                actor: Actor::Operator,
+                by,
+            };
+            let result = privacy::receive(store.as_ref(), kind.kind(), token, &caller, now).await;
+            store.close().await;
+            let request = result.context("entering the privacy request")?;
+            return print_json(&RequestDoc::of_request(&request, now));
+        }
+        RequestsCommand::Verify { id, method, by } => (id, Ledger::Verify { method }, by),
+        RequestsCommand::Extend { id, reason, by } => (id, Ledger::Extend { reason }, by),
+        RequestsCommand::Complete { id, outcome, by } => (id, Ledger::Complete { outcome }, by),
+        RequestsCommand::Deny { id, basis, by } => (id, Ledger::Deny { basis }, by),
+    };
+    let store = open_event_store(&config).await?;
+    let now = chrono::Utc::now();
+    let caller = Caller {
+        actor: Actor::Operator,
+        by,
+    };
+    let result = privacy::run(store.as_ref(), id, &command, &caller, now).await;
+    store.close().await;
+    let request = result.with_context(|| format!("privacy request {id}"))?;
+    print_json(&RequestDoc::of_request(&request, now))
+}
+
+/// The ledger's read model, or a hint when the service never built it.
+async fn ledger_read_model(config: &Config) -> anyhow::Result<mdm_projections::ReadDb> {
+    let db = mdm_api::compose::open_read_db(config).await?;
+    anyhow::ensure!(
+        db.table_exists("privacy_request").await?,
+        "the privacy ledger's read model does not exist yet: run `mdm serve` once to build it"
+    );
+    Ok(db)
+}
+
+async fn privacy_list(
+    config: Config,
+    status: Option<StatusArg>,
+    kind: Option<KindArg>,
+    overdue: bool,
+    limit: Option<usize>,
+    table: bool,
+) -> anyhow::Result<()> {
+    use mdm_domain::privacy::Status;
+    use mdm_projections::ledger_query::{privacy_requests, LedgerFilter, LEDGER_PAGE_MAX};
+    let db = ledger_read_model(&config).await?;
+    let now = chrono::Utc::now();
+    let mut filter = LedgerFilter {
+        status: status.map(|s| match s {
+            StatusArg::Open => Status::Open,
+            StatusArg::Completed => Status::Completed,
+            StatusArg::Denied => Status::Denied,
+        }),
+        kind: kind.map(KindArg::kind),
+        overdue: overdue.then_some(true),
+        after: None,
+    };
+    let mut docs = Vec::new();
+    let mut left = limit.unwrap_or(usize::MAX);
+    while left > 0 {
+        let page = privacy_requests(&db, &filter, now, left.min(LEDGER_PAGE_MAX)).await?;
+        let Some(last) = page.last() else { break };
+        filter.after = Some(last.cursor());
+        left = left.saturating_sub(page.len());
+        for row in &page {
+            let doc = mdm_api::privacy::RequestDoc::of_row(row, None, now);
+            if table {
+                docs.push(doc);
+            } else {
+                print_json(&doc)?;
+            }
+        }
+    }
+    db.close().await;
+    if table {
+        print_request_table(&docs);
+    }
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+fn print_request_table(docs: &[mdm_api::privacy::RequestDoc]) {
+    let day = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d").to_string();
+    println!(
+        "{:<36}  {:<13}  {:<9}  {:<10}  {:<10}  {:<8}  {:<8}",
+        "REQUEST", "KIND", "STATUS", "RECEIVED", "DUE", "VERIFIED", "OVERDUE"
+    );
+    for d in docs {
+        println!(
+            "{:<36}  {:<13}  {:<9}  {:<10}  {:<10}  {:<8}  {:<8}",
+            d.request_id,
+            d.kind,
+            d.status,
+            day(d.received_at),
+            day(d.due_at),
+            if d.verified_at.is_some() { "yes" } else { "no" },
+            if d.overdue { "OVERDUE" } else { "" },
+        );
+    }
+}
+
+async fn privacy_show(config: Config, id: uuid::Uuid) -> anyhow::Result<()> {
+    let db = ledger_read_model(&config).await?;
+    let found = mdm_projections::ledger_query::privacy_request(&db, id).await?;
+    db.close().await;
+    let (row, notices) = found.with_context(|| {
+        format!(
+            "no privacy request {id} in the read models (a request added while `mdm serve` is stopped appears \
+             once it runs)"
+        )
+    })?;
+    print_json(&mdm_api::privacy::RequestDoc::of_row(
+        &row,
+        Some(&notices),
+        chrono::Utc::now(),
+    ))
 }
 
 #[allow(clippy::print_stdout)]

@@ -498,7 +498,7 @@ fn allowed(tag: &str, role: &str) -> bool {
         "ingest" => matches!(role, "ingest" | "admin"),
         "customers" | "feed" => matches!(role, "reader" | "steward" | "compliance" | "admin"),
         "stewards" => matches!(role, "steward" | "admin"),
-        "compliance" => matches!(role, "compliance" | "admin"),
+        "compliance" | "privacy" => matches!(role, "compliance" | "admin"),
         "admin" | "webhooks" | "operations" => role == "admin",
         other => panic!("no expectation for tag {other}: add it to the table"),
     }
@@ -542,6 +542,7 @@ async fn every_role_against_every_endpoint(backend: Backend) {
                 .replace("{household}", &uuid::Uuid::new_v4().to_string())
                 .replace("{id}", &uuid::Uuid::new_v4().to_string())
                 .replace("{override_id}", &uuid::Uuid::new_v4().to_string())
+                .replace("{request_id}", &uuid::Uuid::new_v4().to_string())
                 .replace("{system}", "web_signup")
                 .replace("{source_id}", "S-1");
             let url = format!("http://{addr}{concrete}");
@@ -627,7 +628,7 @@ async fn readiness_and_metrics(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(ready["status"], "ready", "{ready}");
-    assert_eq!(ready["projections"].as_array().map(Vec::len), Some(3), "{ready}");
+    assert_eq!(ready["projections"].as_array().map(Vec::len), Some(4), "{ready}");
     let r = admin.http.get(admin.url("/v1/metrics")).send().await.expect("answers");
     assert_eq!(r.status(), 200);
     assert!(r.headers()["content-type"]

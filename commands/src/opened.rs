@@ -9,6 +9,7 @@
 //! ask the key store once per event.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use mdm_domain::metadata::EventMetadata;
@@ -50,12 +51,42 @@ pub enum OpenedEvent {
     Other,
 }
 
+/// Bumped each time this process destroys keys (an erasure): every
+/// opener drops its cached keys when it sees a new value, so no opener of
+/// the process decrypts with a key the key store no longer holds.
+static KEYS_DESTROYED: AtomicU64 = AtomicU64::new(0);
+
+/// Tells every opener of this process that keys were destroyed.
+pub fn keys_destroyed() {
+    KEYS_DESTROYED.fetch_add(1, Ordering::SeqCst);
+}
+
 /// Opens source-record events with the key store's keys.
 #[derive(Debug, Clone)]
 pub struct SourceRecordOpener {
     keys: Arc<dyn KeyStore>,
-    cache: Arc<Mutex<HashMap<Uuid, Option<DataKey>>>>,
+    cache: Arc<Mutex<KeyCache>>,
     capacity: usize,
+}
+
+/// Unwrapped keys by id (`None`: destroyed or unknown), valid for one
+/// generation of [`KEYS_DESTROYED`].
+#[derive(Debug, Default)]
+struct KeyCache {
+    generation: u64,
+    keys: HashMap<Uuid, Option<DataKey>>,
+}
+
+impl KeyCache {
+    /// The cache, emptied first if keys were destroyed since it was filled.
+    fn current(&mut self) -> &mut HashMap<Uuid, Option<DataKey>> {
+        let now = KEYS_DESTROYED.load(Ordering::SeqCst);
+        if now != self.generation {
+            self.keys.clear();
+            self.generation = now;
+        }
+        &mut self.keys
+    }
 }
 
 impl SourceRecordOpener {
@@ -63,7 +94,7 @@ impl SourceRecordOpener {
     pub fn new(keys: Arc<dyn KeyStore>, capacity: usize) -> SourceRecordOpener {
         SourceRecordOpener {
             keys,
-            cache: Arc::new(Mutex::new(HashMap::new())),
+            cache: Arc::new(Mutex::new(KeyCache::default())),
             capacity: capacity.max(1),
         }
     }
@@ -71,7 +102,7 @@ impl SourceRecordOpener {
     /// Forgets cached keys, e.g. after an erasure destroyed some.
     pub fn forget(&self) {
         if let Ok(mut cache) = self.cache.lock() {
-            cache.clear();
+            cache.keys.clear();
         }
     }
 
@@ -93,41 +124,63 @@ impl SourceRecordOpener {
                 None => e.metadata.decode::<EventMetadata>().ok().and_then(|m| m.key_id),
             })
             .collect();
-        let missing: Vec<Uuid> = {
-            let cache = self.cache.lock().map_err(|_| poisoned())?;
-            let mut missing: Vec<Uuid> = key_ids
-                .iter()
-                .flatten()
-                .filter(|id| !cache.contains_key(id))
-                .copied()
+        loop {
+            // A destruction announced while keys were being read makes the
+            // read start over: no key read before it is used or cached.
+            let generation = KEYS_DESTROYED.load(Ordering::SeqCst);
+            let missing: Vec<Uuid> = {
+                let mut guard = self.cache.lock().map_err(|_| poisoned())?;
+                let cache = guard.current();
+                let mut missing: Vec<Uuid> = key_ids
+                    .iter()
+                    .flatten()
+                    .filter(|id| !cache.contains_key(id))
+                    .copied()
+                    .collect();
+                missing.sort_unstable();
+                missing.dedup();
+                missing
+            };
+            let found = if missing.is_empty() {
+                Vec::new()
+            } else {
+                self.keys.by_ids(&missing).await?
+            };
+            let mut guard = self.cache.lock().map_err(|_| poisoned())?;
+            if KEYS_DESTROYED.load(Ordering::SeqCst) != generation {
+                continue;
+            }
+            let cache = guard.current();
+            let fetched: HashMap<Uuid, Option<DataKey>> = missing
+                .into_iter()
+                .zip(found)
+                .map(|(id, key)| {
+                    let key = match key {
+                        Some(SubjectKey::Active { key, .. }) => Some(key),
+                        Some(SubjectKey::Destroyed { .. }) | None => None,
+                    };
+                    (id, key)
+                })
                 .collect();
-            missing.sort_unstable();
-            missing.dedup();
-            missing
-        };
-        if !missing.is_empty() {
-            let found = self.keys.by_ids(&missing).await?;
-            let mut cache = self.cache.lock().map_err(|_| poisoned())?;
-            if cache.len() + missing.len() > self.capacity {
+            let opened = events
+                .iter()
+                .zip(&key_ids)
+                .map(|(event, key_id)| {
+                    let key = key_id.and_then(|id| match fetched.get(&id) {
+                        Some(k) => k.clone(),
+                        None => cache.get(&id).cloned().flatten(),
+                    });
+                    open_with(event, key.as_ref())
+                })
+                .collect();
+            // Bounded: when full, the cache starts again with this page's
+            // keys (after the page was opened with every key it needed).
+            if cache.len() + fetched.len() > self.capacity {
                 cache.clear();
             }
-            for (id, key) in missing.into_iter().zip(found) {
-                let key = match key {
-                    Some(SubjectKey::Active { key, .. }) => Some(key),
-                    Some(SubjectKey::Destroyed { .. }) | None => None,
-                };
-                cache.insert(id, key);
-            }
+            cache.extend(fetched);
+            return Ok(opened);
         }
-        let cache = self.cache.lock().map_err(|_| poisoned())?;
-        Ok(events
-            .iter()
-            .zip(key_ids)
-            .map(|(event, key_id)| {
-                let key = key_id.and_then(|id| cache.get(&id).cloned().flatten());
-                open_with(event, key.as_ref())
-            })
-            .collect())
     }
 }
 

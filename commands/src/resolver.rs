@@ -25,9 +25,11 @@ use mdm_domain::metadata::{deterministic_event_id, Actor, EventMetadata};
 use mdm_domain::resolution::engine::{
     CommandError, CommandRequest, CustomerView, Engine, Ids, ReplayError, StewardCommand,
 };
-use mdm_domain::resolution::events::{Cause, Decided, DecidedBy, Decision, RESOLUTION_STREAM, SCHEMA_VERSION};
+use mdm_domain::resolution::events::{
+    Cause, Decided, DecidedBy, Decision, SealedValue, RESOLUTION_STREAM, SCHEMA_VERSION,
+};
 use mdm_domain::source_record::{CAPTURED, CHANGED, RETRACTED};
-use mdm_store::keys::{KeyStore, KeyStoreError};
+use mdm_store::keys::{KeyStore, KeyStoreError, SubjectKey};
 use mdm_store::{
     AppendError, Direction, EventStore, ExpectedVersion, Json, NewEvent, Position, ReadError, RecordedEvent,
     StreamStart, MAX_READ,
@@ -93,6 +95,8 @@ impl Ids for RandomIds {
 #[derive(Debug)]
 pub struct Resolver {
     store: Arc<dyn EventStore>,
+    /// The key store: erasures destroy keys in it.
+    keys: Arc<dyn KeyStore>,
     opener: SourceRecordOpener,
     engine: Engine,
     settings: ResolverSettings,
@@ -211,6 +215,40 @@ async fn prepare(
     .map_err(|_| ResolverError::Stopped)
 }
 
+/// Destroys the keys of `subjects` (those that exist and are active);
+/// returns how many were active. Every opener of the process forgets its
+/// cached keys.
+async fn destroy_keys(keys: Arc<dyn KeyStore>, subjects: &[String]) -> Result<usize, ResolverError> {
+    let found = keys.find(subjects).await?;
+    let ids: Vec<Uuid> = found
+        .into_iter()
+        .flatten()
+        .filter_map(|k| match k {
+            SubjectKey::Active { key_id, .. } => Some(key_id),
+            SubjectKey::Destroyed { .. } => None,
+        })
+        .collect();
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let destroyed = keys.destroy(&ids).await?;
+    crate::opened::keys_destroyed();
+    Ok(destroyed)
+}
+
+/// The key-store subjects an erasure destroys: its records' streams and its
+/// overrides' subjects.
+fn erased_subjects(d: &Decision) -> Vec<String> {
+    match d {
+        Decision::CustomerErased { records, overrides, .. } => records
+            .iter()
+            .cloned()
+            .chain(overrides.iter().map(|o| SealedValue::subject(*o)))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// The events of a batch of decisions.
 fn encode(decisions: &[Decided]) -> Result<Vec<NewEvent>, ResolverError> {
     let now = Utc::now();
@@ -221,6 +259,10 @@ fn encode(decisions: &[Decided]) -> Result<Vec<NewEvent>, ResolverError> {
             (DecidedBy::Steward(id), Cause::Command { command_id }) => (Actor::Client(id.clone()), Some(*command_id)),
             (DecidedBy::Resolver, Cause::Command { command_id }) => (Actor::Resolver, Some(*command_id)),
             (DecidedBy::Steward(id), Cause::Source { event_id, .. }) => (Actor::Client(id.clone()), Some(*event_id)),
+            (DecidedBy::Compliance(id), Cause::Command { command_id }) => {
+                (Actor::Client(id.clone()), Some(*command_id))
+            }
+            (DecidedBy::Compliance(id), Cause::Source { event_id, .. }) => (Actor::Client(id.clone()), Some(*event_id)),
         };
         let metadata = EventMetadata {
             occurred_at: now,
@@ -282,7 +324,8 @@ impl Resolver {
         let (processed, _) = watch::channel(Position::START);
         let mut resolver = Resolver {
             store,
-            opener: SourceRecordOpener::new(keys, 200_000),
+            opener: SourceRecordOpener::new(keys.clone(), 200_000),
+            keys,
             engine,
             settings,
             checkpoint: Position::START,
@@ -299,6 +342,7 @@ impl Resolver {
     async fn replay(&mut self) -> Result<ReplayReport, ResolverError> {
         let mut report = ReplayReport::default();
         let mut next = 0u64;
+        let mut erased: Vec<String> = Vec::new();
         loop {
             let page = self
                 .store
@@ -318,7 +362,19 @@ impl Resolver {
                     self.checkpoint = self.checkpoint.max(Position(*position));
                 }
                 self.engine.apply(&d)?;
+                erased.extend(erased_subjects(&d.decision));
                 report.decisions += 1;
+            }
+        }
+        // An erasure whose keys a crash left alive is completed now, before
+        // anything reads the log (idempotent: destroyed keys stay destroyed).
+        if !erased.is_empty() {
+            let destroyed = destroy_keys(self.keys.clone(), &erased).await?;
+            if destroyed > 0 {
+                tracing::warn!(
+                    keys = destroyed,
+                    "completed an interrupted erasure: its keys are destroyed now"
+                );
             }
         }
         // The features of every record decided so far, latest version first
@@ -508,7 +564,9 @@ impl Resolver {
         })
     }
 
-    /// Applies a steward command and appends its decisions.
+    /// Applies a steward command and appends its decisions. An erasure's
+    /// keys are destroyed right after its decision is durable (a crash in
+    /// between is completed by the next replay).
     pub async fn command(
         &mut self,
         request: &CommandRequest,
@@ -516,6 +574,10 @@ impl Resolver {
         match self.engine.command(request, self.ids.as_mut()) {
             Ok(decisions) => {
                 self.append(&decisions).await?;
+                let subjects: Vec<String> = decisions.iter().flat_map(|d| erased_subjects(&d.decision)).collect();
+                if !subjects.is_empty() {
+                    destroy_keys(self.keys.clone(), &subjects).await?;
+                }
                 Ok(Ok(decisions))
             }
             Err(e) => Ok(Err(e)),

@@ -23,6 +23,14 @@
 //! from the tail of the `resolution` stream instead, so an answer never
 //! depends on how far the read models have got.
 //!
+//! An erased token (`CustomerErased`, of it or of the token it was merged
+//! into) answers `TokenStatus::Erased` with no members and no values at
+//! every cut, before its erasure too: its records open as erased by then
+//! anyway, except those an erasure retained under a legal exception, which
+//! must not be read through the customer either. Whether a token is erased
+//! is asked of the whole log (the index without a cut, and the tail of the
+//! `resolution` stream), not of the log up to the cut.
+//!
 //! A record can leave a customer through a decision that does not name it
 //! (a steward's forced link names only the customer the record joins), so
 //! after the fold the decisions about each member record are looked up too,
@@ -97,7 +105,8 @@ impl std::fmt::Debug for MemberAsOf {
 }
 
 /// A customer as of the cut. A token merged away by then has its survivor
-/// in `status`, no members and an empty golden record.
+/// in `status`, no members and an empty golden record; an erased token (at
+/// any cut) has `TokenStatus::Erased`, no members and no golden values.
 #[derive(Clone, PartialEq, Eq)]
 pub struct CustomerAsOf {
     pub token: Uuid,
@@ -120,7 +129,7 @@ impl std::fmt::Debug for CustomerAsOf {
 }
 
 /// `token` as it was at `at`, or `None` when no decision had named it by
-/// then.
+/// then; an erased token is erased at every cut.
 pub async fn customer_as_of(
     store: &dyn EventStore,
     db: &ReadDb,
@@ -130,6 +139,18 @@ pub async fn customer_as_of(
     at: AsOf,
 ) -> Result<Option<CustomerAsOf>, ProjectionError> {
     let mut log = DecisionLog::open(store, db, at).await?;
+    let nothing = || Golden {
+        rule_set: settings.rules.version.clone(),
+        values: Vec::new(),
+    };
+    if log.erased(token).await? {
+        return Ok(Some(CustomerAsOf {
+            token,
+            status: TokenStatus::Erased,
+            members: Vec::new(),
+            golden: nothing(),
+        }));
+    }
     log.gather_connected(token).await?;
     // Fold, then look for decisions about the members the fold missed
     // (they can only take records out), until there are none.
@@ -145,15 +166,12 @@ pub async fn customer_as_of(
         Some(s) => s,
     };
     let mut last = log.last_event();
-    if let TokenStatus::MergedInto(_) = status {
+    if let TokenStatus::MergedInto(_) | TokenStatus::Erased = status {
         return Ok(Some(CustomerAsOf {
             token,
             status,
             members: Vec::new(),
-            golden: Golden {
-                rule_set: settings.rules.version.clone(),
-                values: Vec::new(),
-            },
+            golden: nothing(),
         }));
     }
     let mut members: Vec<(MemberAsOf, Option<CanonicalAttributes>)> = Vec::new();
@@ -250,6 +268,8 @@ struct DecisionLog<'a> {
     facts: BTreeMap<u64, Fact>,
     /// Every stream version looked at (folded or found past the cut).
     seen: BTreeSet<u64>,
+    /// The tokens the tail erases, at or past the cut.
+    erased_in_tail: BTreeSet<Uuid>,
 }
 
 impl<'a> DecisionLog<'a> {
@@ -263,12 +283,11 @@ impl<'a> DecisionLog<'a> {
             tail: BTreeMap::new(),
             facts: BTreeMap::new(),
             seen: BTreeSet::new(),
+            erased_in_tail: BTreeSet::new(),
         };
         let indexed_to = indexed_to.unwrap_or(Position::START);
-        if matches!(at, AsOf::Position(p) if p <= indexed_to) {
-            return Ok(log);
-        }
-        // Read the stream's tail backwards down to the checkpoint.
+        // Read the stream's tail backwards down to the checkpoint (past
+        // the cut too: an erasure there still erases).
         let mut start = StreamStart::Edge;
         'pages: loop {
             let page = store
@@ -281,6 +300,8 @@ impl<'a> DecisionLog<'a> {
                 }
                 if at.includes(event) {
                     log.tail.insert(event.version, Fact::of(event)?);
+                } else if event.event_type == "CustomerErased" {
+                    log.erased_in_tail.extend(decode_decision(event)?.decision.tokens());
                 }
             }
             match page.last() {
@@ -289,6 +310,29 @@ impl<'a> DecisionLog<'a> {
             }
         }
         Ok(log)
+    }
+
+    /// Whether `token` is erased by now (whatever the cut): the index
+    /// holds its erasure, or the tail of the stream does.
+    async fn erased(&self, token: Uuid) -> Result<bool, ProjectionError> {
+        if self.erased_in_tail.contains(&token)
+            || self.tail.values().any(|f| {
+                matches!(f.decided.decision, Decision::CustomerErased { .. })
+                    && f.decided.decision.tokens().contains(&token)
+            })
+        {
+            return Ok(true);
+        }
+        if !self.indexed {
+            return Ok(false);
+        }
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM decision_history WHERE token = $1 AND decision_type = 'CustomerErased'",
+        )
+        .bind(token.to_string())
+        .fetch_one(self.db.pool())
+        .await?;
+        Ok(n > 0)
     }
 
     /// Gathers the decisions that named `token` or a token connected to it
@@ -445,7 +489,7 @@ impl<'a> DecisionLog<'a> {
             let applies = match membership.status(*on) {
                 Some(TokenStatus::Active) => *on == token,
                 Some(TokenStatus::MergedInto(survivor)) => survivor == token,
-                None => false,
+                Some(TokenStatus::Erased) | None => false,
             };
             let expired = match (self.at, expires_at) {
                 (AsOf::Time(t), Some(e)) => *e <= t,
@@ -464,7 +508,7 @@ impl<'a> DecisionLog<'a> {
                 OpenedEvent::Override { value: Some(value) } => Some(Override {
                     value,
                     by: match &fact.decided.by {
-                        DecidedBy::Steward(id) => id.clone(),
+                        DecidedBy::Steward(id) | DecidedBy::Compliance(id) => id.clone(),
                         DecidedBy::Resolver => "resolver".to_owned(),
                     },
                     reason: fact.decided.reason.clone(),

@@ -13,6 +13,18 @@
 //! across rebuilds (unless the survivorship configuration changed, which
 //! re-masters golden values in history too).
 //!
+//! An erasure (`CustomerErased`) rewrites the history of the customers it
+//! erases, since it held their values in clear: their earlier `created`,
+//! `merged`, `unmerged` and `household_changed` changes stay without
+//! values, their `updated` and `erased` ones (which the records' content
+//! decided, and which a rebuild without that content cannot repeat) are
+//! dropped and the other changes of those events move down to keep the
+//! ordinals dense; then one `erased` change per token is the erasure
+//! notice (`detail.request_id` names the privacy request, if any). So the
+//! log after an erasure is again what a rebuild writes; a consumer whose
+//! cursor pointed into one of the renumbered events may see one of its
+//! changes again or miss one there.
+//!
 //! Cursors are `(position, ordinal)`, written `P` for `(P, 0)` and `P:k`
 //! for `(P, k)`; "after `P`" means after `(P, 0)`.
 
@@ -43,8 +55,11 @@ pub enum ChangeType {
     Unmerged,
     /// The customer joined, left or changed household (`detail.household`).
     HouseholdChanged,
-    /// An event showed a record of the customer erased (its data key is
-    /// gone): no values.
+    /// The customer was erased at the person's request (the erasure
+    /// decision: `detail.request_id` when a privacy request was named; the
+    /// token answers "erased" for ever), or, before such a decision, an
+    /// event showed a record of the customer erased (its data key is
+    /// gone). No values.
     Erased,
 }
 

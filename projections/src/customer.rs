@@ -24,6 +24,19 @@
 //!
 //! Golden values use the time of the event being applied as "now" (for
 //! override expiry), never the wall clock, so a replay writes the same rows.
+//!
+//! An erasure (`CustomerErased`) purges the person: the token and every
+//! token merged into it become `erased` for ever (no golden values, no
+//! lineage, no household, no survivorship again), their records leave them
+//! (`erased`: no attributes, source id or search keys; `retained` under a
+//! legal exception: content kept, never searchable), the overrides set on
+//! them lose value and reason, and their change log keeps only what the
+//! decisions alone say (created, merged, unmerged, household changed, with
+//! no values) before one `erased` notice per token. A batch is cut after
+//! each erasure, so the purge sees every row written before it. The purge
+//! is applied by a rebuild too, where the erased records' events open as
+//! erased from the start: what it leaves depends only on the decisions, so
+//! live and rebuilt tables are the same.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -41,8 +54,8 @@ use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
 use crate::changes::{golden_value_json, ChangeType};
-use crate::db::{execute_rows, fetch_in, parse_time, time_text, to_i64, Dialect, Value};
-use crate::decision::decode_decision;
+use crate::db::{execute_rows, fetch_in, parse_time, placeholders, time_text, to_i64, Dialect, Value};
+use crate::decision::{decode_decision, split_after_erasures};
 use crate::runner::{Batch, Names, Projection, ProjectionError};
 
 /// What the golden records depend on besides the log.
@@ -108,7 +121,7 @@ const POSTGRES: &[&str] = &[
     )",
     "COMMENT ON TABLE customer{s} IS 'One row per customer token: its golden record and status (what the query API answers by token)'",
     "COMMENT ON COLUMN customer{s}.token IS 'The customer''s opaque, stable token'",
-    "COMMENT ON COLUMN customer{s}.status IS 'active or merged (then merged_into names the survivor)'",
+    "COMMENT ON COLUMN customer{s}.status IS 'active, merged (then merged_into names the survivor) or erased (for ever: the person asked to be deleted; no values)'",
     "COMMENT ON COLUMN customer{s}.merged_into IS 'The surviving token this one redirects to (chains are flattened)'",
     "COMMENT ON COLUMN customer{s}.household IS 'The household the customer belongs to, if any'",
     "COMMENT ON COLUMN customer{s}.given_name IS 'Golden given name'",
@@ -168,10 +181,10 @@ const POSTGRES: &[&str] = &[
     )",
     "COMMENT ON TABLE customer_member{s} IS 'Each record''s customer and latest attributes: what survivorship reads, and the cross-reference (system, source id) -> token'",
     "COMMENT ON COLUMN customer_member{s}.record IS 'The record''s stream'",
-    "COMMENT ON COLUMN customer_member{s}.token IS 'Its customer now (null before the resolver decided)'",
+    "COMMENT ON COLUMN customer_member{s}.token IS 'Its customer now (null before the resolver decided, and after an erasure)'",
     "COMMENT ON COLUMN customer_member{s}.system IS 'Source system'",
     "COMMENT ON COLUMN customer_member{s}.source_id IS 'Id in the source system (null once erased)'",
-    "COMMENT ON COLUMN customer_member{s}.state IS 'current, retracted or erased'",
+    "COMMENT ON COLUMN customer_member{s}.state IS 'current, retracted, erased, or retained (kept under a legal exception by an erasure: in no customer, never searched)'",
     "COMMENT ON COLUMN customer_member{s}.position IS 'Log position of its latest version'",
     "COMMENT ON COLUMN customer_member{s}.recorded_at IS 'When its latest version was recorded'",
     "COMMENT ON COLUMN customer_member{s}.attributes IS 'JSON canonical attributes of the latest version (null when retracted or erased)'",
@@ -211,13 +224,14 @@ const POSTGRES: &[&str] = &[
         recorded_at text NOT NULL,
         PRIMARY KEY (position, ordinal)
     )",
+    "CREATE INDEX customer_change_g{g}_token ON customer_change{s} (token, position)",
     "COMMENT ON TABLE customer_change{s} IS 'The customer change log the feed and webhooks serve: one row per change of a customer, in log order'",
     "COMMENT ON COLUMN customer_change{s}.position IS 'Global log position of the event that caused the change'",
     "COMMENT ON COLUMN customer_change{s}.ordinal IS '0, 1, 2, ... among the changes of that event'",
     "COMMENT ON COLUMN customer_change{s}.token IS 'The customer that changed'",
     "COMMENT ON COLUMN customer_change{s}.change_type IS 'created, updated, merged, unmerged, household_changed or erased'",
-    "COMMENT ON COLUMN customer_change{s}.attributes IS 'JSON object: golden attribute name -> new golden value (null: gone); all for created, the changed ones for updated, none otherwise'",
-    "COMMENT ON COLUMN customer_change{s}.detail IS 'JSON object: version (the customer''s after the change), survivor and absorbed (merged), from and to (unmerged), household (household_changed)'",
+    "COMMENT ON COLUMN customer_change{s}.attributes IS 'JSON object: golden attribute name -> new golden value (null: gone); all for created, the changed ones for updated, none otherwise (and none in any change of an erased customer)'",
+    "COMMENT ON COLUMN customer_change{s}.detail IS 'JSON object: version (the customer''s after the change), survivor and absorbed (merged), from and to (unmerged), household (household_changed), request_id (erased by a privacy request)'",
     "COMMENT ON COLUMN customer_change{s}.recorded_at IS 'When the causing event was recorded in the log (RFC 3339, UTC)'",
     "CREATE TABLE customer_override{s} (
         override_id text PRIMARY KEY,
@@ -238,11 +252,11 @@ const POSTGRES: &[&str] = &[
     "COMMENT ON COLUMN customer_override{s}.attribute IS 'name, email, phone, address or date_of_birth'",
     "COMMENT ON COLUMN customer_override{s}.value IS 'The golden value as JSON (null once its key is destroyed: then it is as if it did not exist)'",
     "COMMENT ON COLUMN customer_override{s}.set_by IS 'The steward who set it'",
-    "COMMENT ON COLUMN customer_override{s}.reason IS 'The steward''s reason'",
+    "COMMENT ON COLUMN customer_override{s}.reason IS 'The steward''s reason (empty once its customer is erased: free text)'",
     "COMMENT ON COLUMN customer_override{s}.position IS 'Log position of the decision that set it (the latest in force wins)'",
     "COMMENT ON COLUMN customer_override{s}.expires_at IS 'When it expires (RFC 3339, UTC); null: permanent, until removed'",
     "COMMENT ON COLUMN customer_override{s}.set_at IS 'When it was set (recorded in the log)'",
-    "COMMENT ON COLUMN customer_override{s}.removed_position IS 'Log position of the decision that ended it (null while in force)'",
+    "COMMENT ON COLUMN customer_override{s}.removed_position IS 'Log position of the decision that ended it: removal, expiry or its customer''s erasure (null while in force)'",
     "COMMENT ON COLUMN customer_override{s}.removed_expired IS '1 when it ended because it expired, 0 otherwise'",
     "CREATE INDEX customer_override_g{g}_token ON customer_override{s} (token)",
 ];
@@ -325,6 +339,7 @@ const SQLITE: &[&str] = &[
         recorded_at text NOT NULL,
         PRIMARY KEY (position, ordinal)
     ) WITHOUT ROWID",
+    "CREATE INDEX customer_change_g{g}_token ON customer_change{s} (token, position)",
     "CREATE TABLE customer_override{s} (
         override_id text PRIMARY KEY,
         token text NOT NULL,
@@ -340,6 +355,9 @@ const SQLITE: &[&str] = &[
     )",
     "CREATE INDEX customer_override_g{g}_token ON customer_override{s} (token)",
 ];
+
+/// The member state of a record an erasure kept under a legal exception.
+const RETAINED: &str = "retained";
 
 /// A record as the projection holds it.
 #[derive(Clone)]
@@ -430,7 +448,11 @@ async fn load_customers(
         into.insert(
             token,
             Customer {
-                status: if status == "merged" { "merged" } else { "active" },
+                status: match status.as_str() {
+                    "merged" => "merged",
+                    "erased" => "erased",
+                    _ => "active",
+                },
                 merged_into: merged_into.and_then(|t| Uuid::parse_str(&t).ok()),
                 household: household.and_then(|t| Uuid::parse_str(&t).ok()),
                 version: row.try_get(4)?,
@@ -595,6 +617,9 @@ struct EventChanges {
     /// Customers holding a record that this event shows erased (its data
     /// key is gone): the event's own record, or one a decision assigned.
     erased: Vec<Uuid>,
+    /// Customers an erasure decision erased, with the detail of their
+    /// `erased` notice (the privacy request, when named).
+    erasures: Vec<(Uuid, Map<String, Json>)>,
 }
 
 /// The change log's view of a batch: which records each customer holds and
@@ -715,7 +740,8 @@ impl ChangeState {
 
     /// Runs survivorship for the customers the event changed and appends
     /// the event's change rows: created, then merged / unmerged, then
-    /// updated (by token), household changes, erasures.
+    /// updated (by token), household changes, records found erased, then
+    /// customers erased by the event.
     #[allow(clippy::too_many_arguments)]
     fn after_event(
         &mut self,
@@ -809,6 +835,9 @@ impl ChangeState {
         for token in ev.erased {
             push(token, ChangeType::Erased, Map::new(), Map::new());
         }
+        for (token, detail) in ev.erasures {
+            push(token, ChangeType::Erased, Map::new(), detail);
+        }
     }
 }
 
@@ -826,7 +855,10 @@ impl Projection for CustomersProjection {
         // every event so that its rows do not depend on batch sizes.
         // 4: steward overrides (customer_override), which survivorship
         // takes into the golden records.
-        4
+        // 5: erasures (CustomerErased): the `erased` status, `retained`
+        // members, the change log purged of the person's values, and an
+        // index of customer_change by token for that purge.
+        5
     }
 
     fn config(&self) -> String {
@@ -855,9 +887,40 @@ impl Projection for CustomersProjection {
     }
 
     async fn apply(&self, tx: &mut AnyConnection, names: &Names, batch: &Batch<'_>) -> Result<(), ProjectionError> {
+        // Cut after each erasure: its purge then sees every row the
+        // events before it wrote (survivorship runs per event, so where a
+        // batch is cut does not change the rows).
+        for segment in split_after_erasures(batch) {
+            if let Some(erasure) = self.apply_segment(tx, names, &segment).await? {
+                purge_change_log(tx, names, &erasure).await?;
+                purge_overrides(tx, names, &erasure).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What an erasure's purge needs once the rows before it are written.
+#[derive(Debug)]
+struct Erasure {
+    /// The erased token and every token merged into it.
+    tokens: Vec<Uuid>,
+    overrides: Vec<Uuid>,
+    position: i64,
+}
+
+impl CustomersProjection {
+    /// Applies events of which only the last may be an erasure; returns
+    /// that erasure.
+    async fn apply_segment(
+        &self,
+        tx: &mut AnyConnection,
+        names: &Names,
+        batch: &Batch<'_>,
+    ) -> Result<Option<Erasure>, ProjectionError> {
         let started = std::time::Instant::now();
         let Some(last) = batch.events.last() else {
-            return Ok(());
+            return Ok(None);
         };
         let now: DateTime<Utc> = last.recorded_at;
         // 1. Decode the decisions and see what the batch touches.
@@ -874,13 +937,22 @@ impl Projection for CustomersProjection {
                 if let Some(r) = crate::decision::decision_record(&decided.decision) {
                     records.insert(r.to_owned());
                 }
+                if let Decision::CustomerErased {
+                    records: erased,
+                    retained,
+                    ..
+                } = &decided.decision
+                {
+                    records.extend(erased.iter().cloned());
+                    records.extend(retained.iter().map(|k| k.record.clone()));
+                }
                 tokens.extend(decided.decision.tokens());
                 tokens.extend(decided.households.iter().map(|h| h.token));
                 decisions.push((i, decided));
             }
         }
         if records.is_empty() && decisions.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let decoded = started.elapsed();
         // 2. Load them: the touched records, then every member of every
@@ -974,6 +1046,7 @@ impl Projection for CustomersProjection {
         let mut touched: HashSet<Uuid> = HashSet::new();
         let mut redirects: Vec<(Uuid, Uuid)> = Vec::new();
         let mut households: BTreeMap<Uuid, (Option<Uuid>, String, i64)> = BTreeMap::new();
+        let mut erasure: Option<Erasure> = None;
         let mut decisions = decisions.into_iter().peekable();
         for (i, event) in batch.events.iter().enumerate() {
             let position = to_i64(event.position.0);
@@ -1000,7 +1073,7 @@ impl Projection for CustomersProjection {
                     })?),
                     None => None,
                 };
-                let keys = attributes
+                let mut keys = attributes
                     .map(|a| search_keys(a, &self.settings.features))
                     .unwrap_or_default();
                 let member = members.entry(event.stream.clone()).or_insert_with(|| Member {
@@ -1018,7 +1091,16 @@ impl Projection for CustomersProjection {
                 if member.stored {
                     unindexed.insert(event.stream.clone());
                 }
-                member.search_keys = Some(serde_json::to_string(&keys).unwrap_or_else(|_| "[]".into()));
+                // A record an erasure kept under a legal exception stays
+                // out of every customer and of the search index for good.
+                let retained = member.state == RETAINED;
+                let shown = if retained { RETAINED } else { state };
+                if retained {
+                    keys.clear();
+                    member.search_keys = None;
+                } else {
+                    member.search_keys = Some(serde_json::to_string(&keys).unwrap_or_else(|_| "[]".into()));
+                }
                 search.insert(event.stream.clone(), keys);
                 member.system = system.clone();
                 member.source_id = match state {
@@ -1026,7 +1108,7 @@ impl Projection for CustomersProjection {
                     "retracted" => source_id.or(member.source_id.take()),
                     _ => source_id,
                 };
-                member.state = state.to_owned();
+                member.state = shown.to_owned();
                 member.position = position;
                 member.recorded_at = at.clone();
                 member.attributes = attributes_json;
@@ -1188,7 +1270,7 @@ impl Projection for CustomersProjection {
                         _ => None,
                     };
                     let by = match &decided.by {
-                        DecidedBy::Steward(id) => id.clone(),
+                        DecidedBy::Steward(id) | DecidedBy::Compliance(id) => id.clone(),
                         DecidedBy::Resolver => "resolver".to_owned(),
                     };
                     let value_json = match &value {
@@ -1263,6 +1345,76 @@ impl Projection for CustomersProjection {
                 | Decision::ReviewRequested { .. }
                 | Decision::ReviewClosed { .. }
                 | Decision::HouseholdChanged { .. } => {}
+                Decision::CustomerErased {
+                    token,
+                    absorbed,
+                    records: erased_records,
+                    overrides,
+                    retained,
+                    request_id,
+                    ..
+                } => {
+                    // The tokens: erased for ever, with nothing of the
+                    // person (golden columns and lineage go as the rows are
+                    // written: they are dirty and no longer active), out
+                    // of their household, and each with an erasure notice.
+                    let erased_tokens: Vec<Uuid> = std::iter::once(*token).chain(absorbed.iter().copied()).collect();
+                    for t in &erased_tokens {
+                        let c = customers.entry(*t).or_insert_with(|| new_customer(position, &at));
+                        c.status = "erased";
+                        c.merged_into = None;
+                        c.household = None;
+                        households.insert(*t, (None, String::new(), position));
+                        changes.holdings.remove(t);
+                        changes.golden_now.remove(t);
+                        changes.latest.remove(t);
+                        changes.redirects.remove(t);
+                        dirty_tokens.insert(*t);
+                        touched.insert(*t);
+                        let mut detail = Map::new();
+                        if let Some(id) = request_id {
+                            detail.insert("request_id".to_owned(), Json::String(id.to_string()));
+                        }
+                        ev.erasures.push((*t, detail));
+                    }
+                    changes
+                        .overrides
+                        .retain(|id, o| !overrides.contains(id) && !erased_tokens.contains(&o.token));
+                    // The records leave them: the erased ones as a rebuild
+                    // shows a record whose key is gone (no content), the
+                    // retained ones with their content; neither searchable.
+                    let leaving = erased_records
+                        .iter()
+                        .map(|r| (r, "erased"))
+                        .chain(retained.iter().map(|k| (&k.record, RETAINED)));
+                    for (record, state) in leaving {
+                        let Some(member) = members.get_mut(record) else {
+                            continue;
+                        };
+                        if let Some(old) = member.token.take() {
+                            if let Some(held) = changes.holdings.get_mut(&old) {
+                                held.remove(record);
+                            }
+                        }
+                        member.state = state.to_owned();
+                        member.search_keys = None;
+                        if state == "erased" {
+                            member.source_id = None;
+                            member.attributes = None;
+                        }
+                        if member.stored {
+                            unindexed.insert(record.clone());
+                        }
+                        search.remove(record);
+                        changes.parsed.remove(record);
+                        dirty_members.insert(record.clone());
+                    }
+                    erasure = Some(Erasure {
+                        tokens: erased_tokens,
+                        overrides: overrides.clone(),
+                        position,
+                    });
+                }
             }
             for change in &decided.households {
                 let c = customers
@@ -1640,6 +1792,150 @@ impl Projection for CustomersProjection {
             write_ms = (started.elapsed() - survived).as_secs_f64() * 1e3,
             "customers batch"
         );
-        Ok(())
+        Ok(erasure)
     }
+}
+
+/// The change types a customer's records' content decides (which values
+/// changed, whether a record's key was found gone): an erasure drops them
+/// from the erased customer's history, since a rebuild, where its records
+/// open as erased, has other ones. The others follow from the decisions.
+const CONTENT_CHANGES: [ChangeType; 2] = [ChangeType::Updated, ChangeType::Erased];
+
+/// The change log of the erased tokens before the erasure: the changes
+/// their records' content decided are deleted, the others keep no values,
+/// and the ordinals of every event that lost a change count 0, 1, 2, ...
+/// again. What is left depends on the decisions alone, so a rebuild writes
+/// the same rows.
+async fn purge_change_log(tx: &mut AnyConnection, names: &Names, erasure: &Erasure) -> Result<(), sqlx::Error> {
+    let keys: Vec<String> = erasure.tokens.iter().map(Uuid::to_string).collect();
+    let sql =
+        names.sql("SELECT position, ordinal, change_type, attributes FROM customer_change{s} WHERE token IN ({in})");
+    let mut gone: Vec<Vec<Value>> = Vec::new();
+    let mut blank: Vec<Vec<Value>> = Vec::new();
+    let mut renumber: BTreeSet<i64> = BTreeSet::new();
+    for row in fetch_in(tx, &sql, &keys).await? {
+        let position: i64 = row.try_get(0)?;
+        let ordinal: i64 = row.try_get(1)?;
+        let kind: String = row.try_get(2)?;
+        let attributes: String = row.try_get(3)?;
+        if position >= erasure.position {
+            continue;
+        }
+        if CONTENT_CHANGES.iter().any(|c| c.as_str() == kind) {
+            gone.push(vec![Value::int(position), Value::int(ordinal)]);
+            renumber.insert(position);
+        } else if attributes != "{}" {
+            blank.push(vec![Value::int(position), Value::int(ordinal)]);
+        }
+    }
+    execute_rows(
+        tx,
+        &names.sql("DELETE FROM customer_change{s} WHERE (position, ordinal) IN (SELECT column1, column2 FROM ("),
+        ") AS v)",
+        2,
+        &gone,
+    )
+    .await?;
+    execute_rows(
+        tx,
+        &names.sql("UPDATE customer_change{s} SET attributes = '{}' FROM ("),
+        &names.sql(") AS v WHERE customer_change{s}.position = v.column1 AND customer_change{s}.ordinal = v.column2"),
+        2,
+        &blank,
+    )
+    .await?;
+    // Close the gaps: the rows after a deleted one move down (they are
+    // deleted and written again; the ones before it keep their place).
+    let positions: Vec<i64> = renumber.into_iter().collect();
+    let mut moved: Vec<Vec<Value>> = Vec::new();
+    let mut rewritten: Vec<Vec<Value>> = Vec::new();
+    for chunk in positions.chunks(1000) {
+        let sql = names.sql(&format!(
+            "SELECT position, ordinal, token, change_type, attributes, detail, recorded_at FROM customer_change{{s}} \
+             WHERE position IN ({}) ORDER BY position, ordinal",
+            placeholders(chunk.len(), 1)
+        ));
+        let mut q = sqlx::query(&sql);
+        for p in chunk {
+            q = q.bind(*p);
+        }
+        let mut at: Option<(i64, i64)> = None;
+        for row in q.fetch_all(&mut *tx).await? {
+            let position: i64 = row.try_get(0)?;
+            let ordinal: i64 = row.try_get(1)?;
+            let next = match at {
+                Some((p, n)) if p == position => n + 1,
+                _ => 0,
+            };
+            at = Some((position, next));
+            if ordinal == next {
+                continue;
+            }
+            moved.push(vec![Value::int(position), Value::int(ordinal)]);
+            rewritten.push(vec![
+                Value::int(position),
+                Value::int(next),
+                Value::Text(row.try_get(2)?),
+                Value::Text(row.try_get(3)?),
+                Value::Text(row.try_get(4)?),
+                Value::Text(row.try_get(5)?),
+                Value::Text(row.try_get(6)?),
+            ]);
+        }
+    }
+    execute_rows(
+        tx,
+        &names.sql("DELETE FROM customer_change{s} WHERE (position, ordinal) IN (SELECT column1, column2 FROM ("),
+        ") AS v)",
+        2,
+        &moved,
+    )
+    .await?;
+    execute_rows(
+        tx,
+        &names.sql(
+            "INSERT INTO customer_change{s} (position, ordinal, token, change_type, attributes, detail, recorded_at)",
+        ),
+        "",
+        7,
+        &rewritten,
+    )
+    .await?;
+    Ok(())
+}
+
+/// The overrides set on the erased tokens (or named by the erasure): no
+/// value (their keys are destroyed), no reason (free text), ended by the
+/// erasure unless they ended before.
+async fn purge_overrides(tx: &mut AnyConnection, names: &Names, erasure: &Erasure) -> Result<(), sqlx::Error> {
+    let set = "SET value = NULL, reason = '', \
+               removed_position = COALESCE(customer_override{s}.removed_position, v.column2) FROM (";
+    let by_token: Vec<Vec<Value>> = erasure
+        .tokens
+        .iter()
+        .map(|t| vec![Value::text(t.to_string()), Value::int(erasure.position)])
+        .collect();
+    execute_rows(
+        tx,
+        &names.sql(&format!("UPDATE customer_override{{s}} {set}")),
+        &names.sql(") AS v WHERE customer_override{s}.token = v.column1"),
+        2,
+        &by_token,
+    )
+    .await?;
+    let by_id: Vec<Vec<Value>> = erasure
+        .overrides
+        .iter()
+        .map(|o| vec![Value::text(o.to_string()), Value::int(erasure.position)])
+        .collect();
+    execute_rows(
+        tx,
+        &names.sql(&format!("UPDATE customer_override{{s}} {set}")),
+        &names.sql(") AS v WHERE customer_override{s}.override_id = v.column1"),
+        2,
+        &by_id,
+    )
+    .await?;
+    Ok(())
 }

@@ -84,6 +84,10 @@ impl ReadDb {
                     conn.execute("PRAGMA temp_store = MEMORY").await?;
                     conn.execute("PRAGMA mmap_size = 1073741824").await?;
                     conn.execute("PRAGMA wal_autocheckpoint = 16384").await?;
+                    // Deleted and rewritten content is overwritten with
+                    // zeros, so an erasure's purge leaves nothing of the
+                    // person in free pages (see `scrub` for the WAL).
+                    conn.execute("PRAGMA secure_delete = ON").await?;
                     Ok(())
                 })
             })
@@ -166,6 +170,20 @@ impl ReadDb {
     }
 
     /// Whether a table exists (in the read-model schema).
+    /// After an erasure's purge: SQLite copies the WAL back into the
+    /// database and truncates it, so no old page image with the person's
+    /// data stays in the WAL file. (PostgreSQL keeps dead row versions until
+    /// VACUUM reuses their space: see ARCHITECTURE.md, Privacy.)
+    pub async fn scrub(&self) -> Result<(), sqlx::Error> {
+        if self.dialect == Dialect::Sqlite {
+            let mut conn = self.pool.acquire().await?;
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+
     pub async fn table_exists(&self, table: &str) -> Result<bool, sqlx::Error> {
         let sql = match self.dialect {
             Dialect::Postgres => {

@@ -3,14 +3,17 @@
 //!
 //! Decisions hold no personal data (records are named by their
 //! pseudonymous streams, customers by token), so this projection never opens
-//! source records and erasure never has to touch its rows beyond what the
-//! privacy issue decides.
+//! source records and an erasure (`CustomerErased`) keeps its rows: the
+//! decision gets its history rows like any other, and the open review items
+//! naming an erased or retained record or an erased token close as
+//! `erased` (there is nothing left to decide about them).
 
 use async_trait::async_trait;
 use mdm_domain::resolution::events::{Decided, DecidedBy, Decision, ReviewOutcome, RESOLUTION_STREAM};
 use sqlx::AnyConnection;
+use uuid::Uuid;
 
-use crate::db::{execute_rows, time_text, to_i64, Dialect, Value};
+use crate::db::{execute_rows, placeholders, time_text, to_i64, Dialect, Value};
 use crate::runner::{Batch, Names, Projection, ProjectionError};
 
 /// The decision history and review queue.
@@ -43,8 +46,8 @@ const POSTGRES: &[&str] = &[
     "COMMENT ON COLUMN decision_history{s}.stream_version IS 'Version of the decision event in the resolution stream (to read it back for as-of)'",
     "COMMENT ON COLUMN decision_history{s}.seq IS 'The resolver''s dense decision number'",
     "COMMENT ON COLUMN decision_history{s}.decision_type IS 'Event type: CustomerCreated, RecordLinked, CustomersMerged, ...'",
-    "COMMENT ON COLUMN decision_history{s}.actor_kind IS 'resolver or steward'",
-    "COMMENT ON COLUMN decision_history{s}.actor IS 'The steward''s id (null for the resolver)'",
+    "COMMENT ON COLUMN decision_history{s}.actor_kind IS 'resolver, steward or compliance (an erasure)'",
+    "COMMENT ON COLUMN decision_history{s}.actor IS 'The steward''s or compliance user''s id (null for the resolver)'",
     "COMMENT ON COLUMN decision_history{s}.reason IS 'The steward''s reason, or the resolver''s rule'",
     "COMMENT ON COLUMN decision_history{s}.rule_set IS 'Version of the match parameters and rules that scored it'",
     "COMMENT ON COLUMN decision_history{s}.record IS 'The source record (pseudonymous stream) the decision was about, if one'",
@@ -78,12 +81,12 @@ const POSTGRES: &[&str] = &[
     "COMMENT ON COLUMN review_item{s}.candidate_record IS 'The candidate''s best-scoring record'",
     "COMMENT ON COLUMN review_item{s}.total IS 'Match weight of the pair, in bits'",
     "COMMENT ON COLUMN review_item{s}.explanation IS 'JSON match explanation of the pair'",
-    "COMMENT ON COLUMN review_item{s}.state IS 'open, linked, kept_apart or skipped'",
+    "COMMENT ON COLUMN review_item{s}.state IS 'open, linked, kept_apart, skipped, or erased (closed by the erasure of a customer or record it names)'",
     "COMMENT ON COLUMN review_item{s}.opened_position IS 'Log position of the ReviewRequested decision'",
     "COMMENT ON COLUMN review_item{s}.opened_at IS 'When it opened (RFC 3339, UTC)'",
-    "COMMENT ON COLUMN review_item{s}.closed_position IS 'Log position of the ReviewClosed decision'",
+    "COMMENT ON COLUMN review_item{s}.closed_position IS 'Log position of the ReviewClosed (or CustomerErased) decision'",
     "COMMENT ON COLUMN review_item{s}.closed_at IS 'When it closed'",
-    "COMMENT ON COLUMN review_item{s}.closed_by IS 'The steward who closed it'",
+    "COMMENT ON COLUMN review_item{s}.closed_by IS 'The steward who closed it (the compliance user, for an erasure)'",
     "COMMENT ON COLUMN review_item{s}.close_reason IS 'The steward''s reason'",
     "CREATE INDEX review_item_g{g}_state ON review_item{s} (state, opened_position)",
 ];
@@ -149,7 +152,8 @@ pub fn decision_record(d: &Decision) -> Option<&str> {
         | Decision::ReviewClosed { .. }
         | Decision::HouseholdChanged { .. }
         | Decision::ValueOverridden { .. }
-        | Decision::OverrideRemoved { .. } => None,
+        | Decision::OverrideRemoved { .. }
+        | Decision::CustomerErased { .. } => None,
     }
 }
 
@@ -185,6 +189,31 @@ fn decision_without_explanations(d: &Decision) -> Result<String, serde_json::Err
     serde_json::to_string(&value)
 }
 
+/// The batch cut after each erasure decision: every part but the last ends
+/// with one (the last may too). A projection that purges on an erasure
+/// applies the events before it first, so the purge finds their rows.
+pub fn split_after_erasures<'a>(batch: &Batch<'a>) -> Vec<Batch<'a>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let part = |from: usize, to: usize| Batch {
+        events: &batch.events[from..to],
+        opened: batch.opened.get(from..to).unwrap_or(&[]),
+    };
+    for (i, event) in batch.events.iter().enumerate() {
+        if event.stream == RESOLUTION_STREAM && event.event_type == ERASED {
+            out.push(part(start, i + 1));
+            start = i + 1;
+        }
+    }
+    if start < batch.events.len() || out.is_empty() {
+        out.push(part(start, batch.events.len()));
+    }
+    out
+}
+
+/// The event type of an erasure.
+const ERASED: &str = "CustomerErased";
+
 /// Decodes a decision event, or says why not.
 pub fn decode_decision(event: &mdm_store::RecordedEvent) -> Result<Decided, ProjectionError> {
     event.data.decode::<Decided>().map_err(|e| ProjectionError::Corrupt {
@@ -202,6 +231,8 @@ impl Projection for DecisionsProjection {
     fn schema_version(&self) -> i64 {
         // 2: an index on `record` (as-of finds a record's decisions).
         // 3: `decision` without the explanations (kept once, in `explanation`).
+        // (Erasures need no new version: the tables keep their shape, and
+        // a log without one projects as before.)
         3
     }
 
@@ -225,7 +256,7 @@ impl Projection for DecisionsProjection {
         let mut opened: Vec<Vec<Value>> = Vec::new();
         // Closures in log order; an item opened and closed in one batch is
         // inserted first, then updated.
-        let mut closed: Vec<(String, &'static str, i64, String, Option<String>, String)> = Vec::new();
+        let mut closed: Vec<Closure> = Vec::new();
         for event in batch.events {
             if event.stream != RESOLUTION_STREAM {
                 continue;
@@ -236,6 +267,7 @@ impl Projection for DecisionsProjection {
             let (actor_kind, actor) = match &decided.by {
                 DecidedBy::Resolver => ("resolver", None),
                 DecidedBy::Steward(id) => ("steward", Some(id.clone())),
+                DecidedBy::Compliance(id) => ("compliance", Some(id.clone())),
             };
             let payload = decision_without_explanations(&decided.decision).map_err(|e| ProjectionError::Corrupt {
                 position: event.position.0,
@@ -281,14 +313,32 @@ impl Projection for DecisionsProjection {
                     Value::int(position),
                     Value::text(at.clone()),
                 ]),
-                Decision::ReviewClosed { review_id, outcome } => closed.push((
-                    review_id.to_string(),
-                    outcome_state(*outcome),
+                Decision::ReviewClosed { review_id, outcome } => closed.push(Closure::Review {
+                    review_id: review_id.to_string(),
+                    state: outcome_state(*outcome),
                     position,
-                    at.clone(),
-                    actor.clone(),
-                    decided.reason.clone(),
-                )),
+                    at: at.clone(),
+                    by: actor.clone(),
+                    reason: decided.reason.clone(),
+                }),
+                Decision::CustomerErased {
+                    token,
+                    absorbed,
+                    records,
+                    retained,
+                    ..
+                } => closed.push(Closure::Erasure {
+                    records: records
+                        .iter()
+                        .cloned()
+                        .chain(retained.iter().map(|k| k.record.clone()))
+                        .collect(),
+                    tokens: std::iter::once(token).chain(absorbed).map(Uuid::to_string).collect(),
+                    position,
+                    at: at.clone(),
+                    by: actor.clone(),
+                    reason: decided.reason.clone(),
+                }),
                 _ => {}
             }
         }
@@ -318,17 +368,94 @@ impl Projection for DecisionsProjection {
             "UPDATE review_item{s} SET state = $2, closed_position = $3, closed_at = $4, closed_by = $5, \
              close_reason = $6 WHERE review_id = $1",
         );
-        for (id, state, position, at, by, reason) in closed {
-            sqlx::query(&close)
-                .bind(id)
-                .bind(state)
-                .bind(position)
-                .bind(at)
-                .bind(by)
-                .bind(reason)
-                .execute(&mut *tx)
-                .await?;
+        for closure in closed {
+            match closure {
+                Closure::Review {
+                    review_id,
+                    state,
+                    position,
+                    at,
+                    by,
+                    reason,
+                } => {
+                    sqlx::query(&close)
+                        .bind(review_id)
+                        .bind(state)
+                        .bind(position)
+                        .bind(at)
+                        .bind(by)
+                        .bind(reason)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Closure::Erasure {
+                    records,
+                    tokens,
+                    position,
+                    at,
+                    by,
+                    reason,
+                } => close_erased_reviews(tx, names, &records, &tokens, position, &at, by.as_deref(), &reason).await?,
+            }
         }
         Ok(())
     }
+}
+
+/// A review item closing, in log order.
+enum Closure {
+    /// A steward closed it.
+    Review {
+        review_id: String,
+        state: &'static str,
+        position: i64,
+        at: String,
+        by: Option<String>,
+        reason: String,
+    },
+    /// An erasure closes the open items naming these records or tokens.
+    Erasure {
+        records: Vec<String>,
+        tokens: Vec<String>,
+        position: i64,
+        at: String,
+        by: Option<String>,
+        reason: String,
+    },
+}
+
+/// Closes as `erased` the items open before `position` that name one of
+/// `records` (as the record or the candidate's record) or one of `tokens`
+/// (as the record's customer or the candidate).
+#[allow(clippy::too_many_arguments)]
+async fn close_erased_reviews(
+    tx: &mut AnyConnection,
+    names: &Names,
+    records: &[String],
+    tokens: &[String],
+    position: i64,
+    at: &str,
+    by: Option<&str>,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    let update = "UPDATE review_item{s} SET state = 'erased', closed_position = $1, closed_at = $2, \
+                  closed_by = $3, close_reason = $4 WHERE state = 'open' AND opened_position < $1 AND ";
+    let lists: [(&[String], &str); 2] = [
+        (records, "record IN ({in}) OR candidate_record IN ({in})"),
+        (tokens, "token IN ({in}) OR candidate IN ({in})"),
+    ];
+    for (keys, condition) in lists {
+        for chunk in keys.chunks(1000) {
+            let sql = names.sql(&format!(
+                "{update}({})",
+                condition.replace("{in}", &placeholders(chunk.len(), 5))
+            ));
+            let mut q = sqlx::query(&sql).bind(position).bind(at).bind(by).bind(reason);
+            for k in chunk {
+                q = q.bind(k.as_str());
+            }
+            q.execute(&mut *tx).await?;
+        }
+    }
+    Ok(())
 }

@@ -18,6 +18,8 @@
 //! - `source_record.rs`: source records as received, every version, their
 //!   customers over time;
 //! - `decision.rs`: decision history per customer and the review queue;
+//! - `ledger.rs`: the privacy request ledger (requests, due dates,
+//!   notices per recipient), read through `ledger_query.rs`;
 //! - `query.rs`: the read functions the API and the CLI use;
 //! - `changes.rs`: the customer change log (written by `customer.rs`), its
 //!   change types, cursors and reads, for the feed and webhooks;
@@ -37,6 +39,8 @@ pub mod changes;
 pub mod customer;
 pub mod db;
 pub mod decision;
+pub mod ledger;
+pub mod ledger_query;
 pub mod query;
 pub mod runner;
 pub mod source_record;
@@ -46,6 +50,7 @@ use std::sync::Arc;
 pub use customer::{CustomerSettings, CustomersProjection};
 pub use db::{Dialect, ReadDb};
 pub use decision::DecisionsProjection;
+pub use ledger::LedgerProjection;
 pub use runner::{Projection, ProjectionError, Runner};
 pub use source_record::SourceRecordsProjection;
 
@@ -55,5 +60,6 @@ pub fn all(settings: CustomerSettings) -> Vec<Arc<dyn Projection>> {
         Arc::new(CustomersProjection::new(settings)),
         Arc::new(SourceRecordsProjection),
         Arc::new(DecisionsProjection),
+        Arc::new(LedgerProjection),
     ]
 }

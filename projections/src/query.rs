@@ -112,20 +112,32 @@ fn get_opt_json(row: &AnyRow, column: &str) -> Result<Option<Json>, sqlx::Error>
 
 // ---- Customers ----
 
-/// Whether a token is a customer of its own or redirects to another.
+/// Whether a token is a customer of its own, redirects to another, or was
+/// erased.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CustomerStatus {
     Active,
     Merged,
+    /// Erased for ever at the person's request (CCPA): the row has no
+    /// values, no household and no records; the API answers 410.
+    Erased,
 }
 
 impl CustomerStatus {
+    pub const ALL: [CustomerStatus; 3] = [CustomerStatus::Active, CustomerStatus::Merged, CustomerStatus::Erased];
+
     pub fn as_str(self) -> &'static str {
         match self {
             CustomerStatus::Active => "active",
             CustomerStatus::Merged => "merged",
+            CustomerStatus::Erased => "erased",
         }
+    }
+
+    /// The status a stored `status` names.
+    pub fn parse(text: &str) -> Option<CustomerStatus> {
+        CustomerStatus::ALL.into_iter().find(|s| s.as_str() == text)
     }
 }
 
@@ -200,10 +212,8 @@ const CUSTOMER_COLUMNS: &str = "token, status, merged_into, household, given_nam
 
 fn customer_of(row: &AnyRow) -> Result<CustomerRow, sqlx::Error> {
     let status: String = row.try_get("status")?;
-    let status = match status.as_str() {
-        "active" => CustomerStatus::Active,
-        "merged" => CustomerStatus::Merged,
-        other => return Err(decode_error("status", format!("unknown status {other:?}"))),
+    let Some(status) = CustomerStatus::parse(&status) else {
+        return Err(decode_error("status", format!("unknown status {status:?}")));
     };
     let dob: Option<String> = row.try_get("date_of_birth")?;
     let date_of_birth = dob
@@ -239,8 +249,9 @@ fn customer_of(row: &AnyRow) -> Result<CustomerRow, sqlx::Error> {
     })
 }
 
-/// The customer of `token`, active or merged (a merged one names its
-/// survivor in `merged_into`); `None` for an unknown token.
+/// The customer of `token`, active, merged (a merged one names its
+/// survivor in `merged_into`) or erased (no values: the caller answers that
+/// it is gone); `None` for an unknown token.
 pub async fn customer(db: &ReadDb, token: Uuid) -> Result<Option<CustomerRow>, sqlx::Error> {
     let sql = format!("SELECT {CUSTOMER_COLUMNS} FROM customer WHERE token = $1");
     sqlx::query(&sql)
@@ -417,7 +428,8 @@ pub struct SourceRecordRow {
     /// `current`, `retracted` or `erased`.
     pub state: String,
     /// Canonical attributes of the latest version (`None` when retracted or
-    /// erased).
+    /// erased; a record an erasure retained under a legal exception keeps
+    /// them, and has no customer).
     pub attributes: Option<Json>,
     /// The latest payload as received (`None` when erased).
     pub raw: Option<String>,
@@ -428,7 +440,8 @@ pub struct SourceRecordRow {
     pub first_position: i64,
     pub first_seen_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-    /// Its customer now (`None` before the resolver decided).
+    /// Its customer now (`None` before the resolver decided, and once its
+    /// customer was erased).
     pub token: Option<Uuid>,
     /// Its customer before the last change.
     pub previous_token: Option<Uuid>,
@@ -610,9 +623,9 @@ pub struct HistoryRow {
     pub seq: i64,
     /// `CustomerCreated`, `RecordLinked`, `CustomersMerged`, ...
     pub decision_type: String,
-    /// `resolver` or `steward`.
+    /// `resolver`, `steward` or `compliance` (an erasure).
     pub actor_kind: String,
-    /// The steward's id (`None` for the resolver).
+    /// The steward's or compliance user's id (`None` for the resolver).
     pub actor: Option<String>,
     /// The steward's reason, or the resolver's rule.
     pub reason: String,
@@ -710,7 +723,8 @@ pub struct ReviewRow {
     pub total: f64,
     /// The pair's match explanation.
     pub explanation: Json,
-    /// `open`, `linked`, `kept_apart` or `skipped`.
+    /// `open`, `linked`, `kept_apart`, `skipped` or `erased` (closed by an
+    /// erasure of a customer or record it names).
     pub state: String,
     pub opened_position: i64,
     pub opened_at: DateTime<Utc>,
@@ -745,7 +759,7 @@ fn review_of(row: &AnyRow) -> Result<ReviewRow, sqlx::Error> {
 }
 
 /// Review items in the order they opened, those in `state` only when
-/// given (`open`, `linked`, `kept_apart`, `skipped`), after opening position
+/// given (`open`, `linked`, `kept_apart`, `skipped`, `erased`), after opening position
 /// `after` (exclusive), at most `limit` (capped at [`PAGE_MAX`]).
 pub async fn reviews(
     db: &ReadDb,
@@ -1159,6 +1173,18 @@ mod tests {
             ..SearchQuery::default()
         };
         assert!(matches!(criteria(&bad, &s), Err(SearchError::Unusable("name"))));
+    }
+
+    #[test]
+    fn statuses_read_back_as_stored() {
+        for status in CustomerStatus::ALL {
+            assert_eq!(CustomerStatus::parse(status.as_str()), Some(status));
+            assert_eq!(
+                serde_json::to_value(status).expect("json"),
+                serde_json::json!(status.as_str())
+            );
+        }
+        assert_eq!(CustomerStatus::parse("deleted"), None);
     }
 
     #[test]

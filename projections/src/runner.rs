@@ -390,6 +390,12 @@ async fn apply_batch(
         .await?;
     let apply_ms = started.elapsed().as_secs_f64() * 1e3 - open_ms;
     tx.commit().await?;
+    if events.iter().any(|e| e.event_type == "CustomerErased") {
+        // The purge's old page images must not linger in the WAL file.
+        if let Err(error) = db.scrub().await {
+            tracing::warn!(error = %error, "could not checkpoint the read models after an erasure");
+        }
+    }
     tracing::debug!(
         projection = projection.name(),
         events = events.len(),

@@ -4,6 +4,16 @@
 //!
 //! It opens (decrypts) source-record events; one whose key is gone projects
 //! as `erased`, with no personal data written.
+//!
+//! It reads the decisions too: they give each record its customer, and an
+//! erasure (`CustomerErased`) purges its records. Every version of an
+//! erased record loses its content (attributes, payload, header) and shows
+//! `erased`, the record its source id, as a rebuild shows them once the
+//! record's key is destroyed (and as the purge leaves a rebuild too, so a
+//! content-less retraction reads `erased` in both). Erased and retained
+//! records leave their customer (`token` null, `previous_token` the erased
+//! one); a retained record keeps its content, a legal exception. Their
+//! history of customers holds tokens only and stays.
 
 use std::collections::{HashMap, HashSet};
 
@@ -15,7 +25,7 @@ use sqlx::AnyConnection;
 use uuid::Uuid;
 
 use crate::db::{execute_rows, fetch_in, time_text, to_i64, Dialect, Value};
-use crate::decision::decode_decision;
+use crate::decision::{decode_decision, split_after_erasures};
 use crate::runner::{Batch, Names, Projection, ProjectionError};
 use sqlx::Row;
 
@@ -50,7 +60,7 @@ const POSTGRES: &[&str] = &[
     "COMMENT ON COLUMN source_record{s}.first_position IS 'Global log position of the first event'",
     "COMMENT ON COLUMN source_record{s}.first_seen_at IS 'When it was first captured (RFC 3339, UTC)'",
     "COMMENT ON COLUMN source_record{s}.updated_at IS 'When its latest event was recorded'",
-    "COMMENT ON COLUMN source_record{s}.token IS 'The customer it belongs to now (null before the resolver decided)'",
+    "COMMENT ON COLUMN source_record{s}.token IS 'The customer it belongs to now (null before the resolver decided, and once its customer was erased)'",
     "COMMENT ON COLUMN source_record{s}.previous_token IS 'The customer it belonged to before the last change'",
     "COMMENT ON COLUMN source_record{s}.token_position IS 'Log position of the decision that gave it its current customer'",
     "CREATE INDEX source_record_g{g}_system ON source_record{s} (system, source_id)",
@@ -219,168 +229,239 @@ impl Projection for SourceRecordsProjection {
     }
 
     async fn apply(&self, tx: &mut AnyConnection, names: &Names, batch: &Batch<'_>) -> Result<(), ProjectionError> {
-        let mut versions: Vec<Vec<Value>> = Vec::new();
-        // The latest version per record in this batch (log order: last wins).
-        let mut latest: HashMap<String, Vec<Value>> = HashMap::new();
-        let mut latest_order: Vec<String> = Vec::new();
-        // Customer assignments in this batch: record -> (token, position,
-        // the token before it when that was assigned in this batch too), so
-        // that `previous_token` does not depend on where batches end.
-        let mut assigned: HashMap<String, (Uuid, i64, Option<Uuid>)> = HashMap::new();
-        let mut assigned_order: Vec<String> = Vec::new();
-        let mut history: Vec<Vec<Value>> = Vec::new();
-        for (i, event) in batch.events.iter().enumerate() {
-            let position = to_i64(event.position.0);
-            let at = time_text(event.recorded_at);
-            if event.stream.starts_with(STREAM_PREFIX) {
-                let Some(opened) = batch.opened(i) else { continue };
-                let Some(v) = version_of(opened, event.position.0)? else {
-                    continue;
-                };
-                versions.push(vec![
-                    Value::text(event.stream.clone()),
-                    Value::int(to_i64(event.version)),
-                    Value::int(position),
-                    Value::text(event.event_type.clone()),
-                    Value::text(v.state),
-                    Value::opt_text(v.attributes),
-                    Value::opt_text(v.raw),
-                    Value::opt_text(v.raw_header),
-                    Value::text(at.clone()),
-                ]);
-                let row = vec![
-                    Value::text(event.stream.clone()),
-                    Value::text(v.system),
-                    Value::opt_text(v.source_id),
-                    Value::text(v.state),
-                    Value::int(to_i64(event.version)),
-                    Value::int(position),
-                    Value::int(position),
-                    Value::text(at.clone()),
-                    Value::text(at),
-                ];
-                match latest.get_mut(&event.stream) {
-                    Some(existing) => {
-                        // Keep the first sighting of this batch.
-                        let first_position = existing[6].clone();
-                        let first_seen = existing[7].clone();
-                        *existing = row;
-                        existing[6] = first_position;
-                        existing[7] = first_seen;
-                    }
-                    None => {
-                        latest_order.push(event.stream.clone());
-                        latest.insert(event.stream.clone(), row);
-                    }
-                }
-                continue;
-            }
-            if event.stream != RESOLUTION_STREAM {
-                continue;
-            }
-            let decided = decode_decision(event)?;
-            let mut moves: Vec<(String, Uuid)> = Vec::new();
-            match &decided.decision {
-                Decision::CustomerCreated { token, record, .. } | Decision::RecordLinked { token, record, .. } => {
-                    moves.push((record.clone(), *token))
-                }
-                Decision::RecordMoved { record, to, .. } | Decision::RecordSplit { record, to, .. } => {
-                    moves.push((record.clone(), *to))
-                }
-                Decision::CustomersMerged { survivor, absorbed, .. } => {
-                    let absorbed_set: HashSet<Uuid> = absorbed.iter().copied().collect();
-                    let mut records: Vec<String> = tokens_of(tx, names, absorbed)
-                        .await?
-                        .into_iter()
-                        .filter(|(r, _)| !assigned.contains_key(r))
-                        .map(|(r, _)| r)
-                        .collect();
-                    records.extend(
-                        assigned
-                            .iter()
-                            .filter(|(_, (t, _, _))| absorbed_set.contains(t))
-                            .map(|(r, _)| r.clone()),
-                    );
-                    records.sort();
-                    moves.extend(records.into_iter().map(|r| (r, *survivor)));
-                }
-                _ => {}
-            }
-            for (record, token) in moves {
-                history.push(vec![
-                    Value::text(record.clone()),
-                    Value::int(position),
-                    Value::text(token.to_string()),
-                    Value::text(decided.decision.event_type()),
-                    Value::text(at.clone()),
-                ]);
-                let previous = assigned.get(&record).map(|(t, _, _)| *t);
-                if assigned.insert(record.clone(), (token, position, previous)).is_none() {
-                    assigned_order.push(record);
-                }
+        // Cut after each erasure, so that its purge finds every row the
+        // events before it wrote (the rows do not depend on batch cuts).
+        for segment in split_after_erasures(batch) {
+            if let Some(erasure) = apply_segment(tx, names, &segment).await? {
+                purge(tx, names, &erasure).await?;
             }
         }
-        execute_rows(
-            tx,
-            &names.sql(
-                "INSERT INTO source_record_version{s} (record, version, position, event_type, state, attributes, raw, \
+        Ok(())
+    }
+}
+
+/// The records an erasure purges, and its position.
+struct Erasure {
+    erased: Vec<String>,
+    retained: Vec<String>,
+    position: i64,
+}
+
+/// Applies events of which only the last may be an erasure; returns that
+/// erasure.
+async fn apply_segment(
+    tx: &mut AnyConnection,
+    names: &Names,
+    batch: &Batch<'_>,
+) -> Result<Option<Erasure>, ProjectionError> {
+    let mut erasure: Option<Erasure> = None;
+    let mut versions: Vec<Vec<Value>> = Vec::new();
+    // The latest version per record in this batch (log order: last wins).
+    let mut latest: HashMap<String, Vec<Value>> = HashMap::new();
+    let mut latest_order: Vec<String> = Vec::new();
+    // Customer assignments in this batch: record -> (token, position,
+    // the token before it when that was assigned in this batch too), so
+    // that `previous_token` does not depend on where batches end.
+    let mut assigned: HashMap<String, (Uuid, i64, Option<Uuid>)> = HashMap::new();
+    let mut assigned_order: Vec<String> = Vec::new();
+    let mut history: Vec<Vec<Value>> = Vec::new();
+    for (i, event) in batch.events.iter().enumerate() {
+        let position = to_i64(event.position.0);
+        let at = time_text(event.recorded_at);
+        if event.stream.starts_with(STREAM_PREFIX) {
+            let Some(opened) = batch.opened(i) else { continue };
+            let Some(v) = version_of(opened, event.position.0)? else {
+                continue;
+            };
+            versions.push(vec![
+                Value::text(event.stream.clone()),
+                Value::int(to_i64(event.version)),
+                Value::int(position),
+                Value::text(event.event_type.clone()),
+                Value::text(v.state),
+                Value::opt_text(v.attributes),
+                Value::opt_text(v.raw),
+                Value::opt_text(v.raw_header),
+                Value::text(at.clone()),
+            ]);
+            let row = vec![
+                Value::text(event.stream.clone()),
+                Value::text(v.system),
+                Value::opt_text(v.source_id),
+                Value::text(v.state),
+                Value::int(to_i64(event.version)),
+                Value::int(position),
+                Value::int(position),
+                Value::text(at.clone()),
+                Value::text(at),
+            ];
+            match latest.get_mut(&event.stream) {
+                Some(existing) => {
+                    // Keep the first sighting of this batch.
+                    let first_position = existing[6].clone();
+                    let first_seen = existing[7].clone();
+                    *existing = row;
+                    existing[6] = first_position;
+                    existing[7] = first_seen;
+                }
+                None => {
+                    latest_order.push(event.stream.clone());
+                    latest.insert(event.stream.clone(), row);
+                }
+            }
+            continue;
+        }
+        if event.stream != RESOLUTION_STREAM {
+            continue;
+        }
+        let decided = decode_decision(event)?;
+        let mut moves: Vec<(String, Uuid)> = Vec::new();
+        match &decided.decision {
+            Decision::CustomerCreated { token, record, .. } | Decision::RecordLinked { token, record, .. } => {
+                moves.push((record.clone(), *token))
+            }
+            Decision::RecordMoved { record, to, .. } | Decision::RecordSplit { record, to, .. } => {
+                moves.push((record.clone(), *to))
+            }
+            Decision::CustomerErased { records, retained, .. } => {
+                erasure = Some(Erasure {
+                    erased: records.clone(),
+                    retained: retained.iter().map(|k| k.record.clone()).collect(),
+                    position,
+                });
+            }
+            Decision::CustomersMerged { survivor, absorbed, .. } => {
+                let absorbed_set: HashSet<Uuid> = absorbed.iter().copied().collect();
+                let mut records: Vec<String> = tokens_of(tx, names, absorbed)
+                    .await?
+                    .into_iter()
+                    .filter(|(r, _)| !assigned.contains_key(r))
+                    .map(|(r, _)| r)
+                    .collect();
+                records.extend(
+                    assigned
+                        .iter()
+                        .filter(|(_, (t, _, _))| absorbed_set.contains(t))
+                        .map(|(r, _)| r.clone()),
+                );
+                records.sort();
+                moves.extend(records.into_iter().map(|r| (r, *survivor)));
+            }
+            _ => {}
+        }
+        for (record, token) in moves {
+            history.push(vec![
+                Value::text(record.clone()),
+                Value::int(position),
+                Value::text(token.to_string()),
+                Value::text(decided.decision.event_type()),
+                Value::text(at.clone()),
+            ]);
+            let previous = assigned.get(&record).map(|(t, _, _)| *t);
+            if assigned.insert(record.clone(), (token, position, previous)).is_none() {
+                assigned_order.push(record);
+            }
+        }
+    }
+    execute_rows(
+        tx,
+        &names.sql(
+            "INSERT INTO source_record_version{s} (record, version, position, event_type, state, attributes, raw, \
                  raw_header, recorded_at)",
-            ),
-            "",
-            9,
-            &versions,
-        )
-        .await?;
-        let rows: Vec<Vec<Value>> = latest_order.iter().filter_map(|r| latest.remove(r)).collect();
-        execute_rows(
-            tx,
-            &names.sql(
-                "INSERT INTO source_record{s} (record, system, source_id, state, version, position, first_position, \
+        ),
+        "",
+        9,
+        &versions,
+    )
+    .await?;
+    let rows: Vec<Vec<Value>> = latest_order.iter().filter_map(|r| latest.remove(r)).collect();
+    execute_rows(
+        tx,
+        &names.sql(
+            "INSERT INTO source_record{s} (record, system, source_id, state, version, position, first_position, \
                  first_seen_at, updated_at)",
-            ),
-            &names.sql(
-                "ON CONFLICT (record) DO UPDATE SET system = excluded.system, \
+        ),
+        &names.sql(
+            "ON CONFLICT (record) DO UPDATE SET system = excluded.system, \
                  source_id = CASE WHEN excluded.state = 'erased' THEN NULL \
                  ELSE COALESCE(excluded.source_id, source_record{s}.source_id) END, \
                  state = excluded.state, version = excluded.version, position = excluded.position, \
                  updated_at = excluded.updated_at",
-            ),
-            9,
-            &rows,
-        )
-        .await?;
-        let assignments: Vec<Vec<Value>> = assigned_order
-            .iter()
-            .filter_map(|r| {
-                assigned.get(r).map(|(t, p, previous)| {
-                    vec![
-                        Value::text(r.clone()),
-                        Value::text(t.to_string()),
-                        Value::int(*p),
-                        Value::Text(previous.map(|t| t.to_string())),
-                    ]
-                })
+        ),
+        9,
+        &rows,
+    )
+    .await?;
+    let assignments: Vec<Vec<Value>> = assigned_order
+        .iter()
+        .filter_map(|r| {
+            assigned.get(r).map(|(t, p, previous)| {
+                vec![
+                    Value::text(r.clone()),
+                    Value::text(t.to_string()),
+                    Value::int(*p),
+                    Value::Text(previous.map(|t| t.to_string())),
+                ]
             })
-            .collect();
-        execute_rows(
-            tx,
-            &names.sql(
-                "UPDATE source_record{s} SET previous_token = COALESCE(v.column4, source_record{s}.token), \
+        })
+        .collect();
+    execute_rows(
+        tx,
+        &names.sql(
+            "UPDATE source_record{s} SET previous_token = COALESCE(v.column4, source_record{s}.token), \
                  token = v.column2, token_position = v.column3 FROM (",
-            ),
-            &names.sql(") AS v WHERE source_record{s}.record = v.column1"),
-            4,
-            &assignments,
-        )
-        .await?;
-        execute_rows(
-            tx,
-            &names.sql("INSERT INTO source_record_customer{s} (record, position, token, decision_type, recorded_at)"),
-            "",
-            5,
-            &history,
-        )
-        .await?;
-        Ok(())
-    }
+        ),
+        &names.sql(") AS v WHERE source_record{s}.record = v.column1"),
+        4,
+        &assignments,
+    )
+    .await?;
+    execute_rows(
+        tx,
+        &names.sql("INSERT INTO source_record_customer{s} (record, position, token, decision_type, recorded_at)"),
+        "",
+        5,
+        &history,
+    )
+    .await?;
+    Ok(erasure)
+}
+
+/// Purges the records of an erasure, once the rows before it are written:
+/// the erased ones lose their content in every version and their source
+/// id; both the erased and the retained ones leave their customer.
+async fn purge(tx: &mut AnyConnection, names: &Names, erasure: &Erasure) -> Result<(), sqlx::Error> {
+    fetch_in(
+        tx,
+        &names.sql(
+            "UPDATE source_record_version{s} SET state = 'erased', attributes = NULL, raw = NULL, raw_header = NULL \
+             WHERE record IN ({in})",
+        ),
+        &erasure.erased,
+    )
+    .await?;
+    fetch_in(
+        tx,
+        &names.sql("UPDATE source_record{s} SET state = 'erased', source_id = NULL WHERE record IN ({in})"),
+        &erasure.erased,
+    )
+    .await?;
+    let leaving: Vec<Vec<Value>> = erasure
+        .erased
+        .iter()
+        .chain(&erasure.retained)
+        .map(|r| vec![Value::text(r.clone()), Value::int(erasure.position)])
+        .collect();
+    execute_rows(
+        tx,
+        &names.sql(
+            "UPDATE source_record{s} SET previous_token = source_record{s}.token, token = NULL, \
+             token_position = v.column2 FROM (",
+        ),
+        &names.sql(") AS v WHERE source_record{s}.record = v.column1 AND source_record{s}.token IS NOT NULL"),
+        2,
+        &leaving,
+    )
+    .await?;
+    Ok(())
 }

@@ -121,6 +121,19 @@ pub fn read_failed(error: &dyn std::fmt::Display) -> Response {
     Problem::unavailable("read-model database").into_response()
 }
 
+/// `410 Gone` for an erased customer: the erasure notice (no personal data).
+pub fn gone(token: Uuid) -> Response {
+    Problem::new(
+        StatusCode::GONE,
+        "Customer erased",
+        "the customer was erased at the person's request; nothing of them can be read",
+    )
+    .field("token")
+    .with("token", json!(token))
+    .with("status", json!("erased"))
+    .into_response()
+}
+
 fn not_found(what: &'static str, field: &str) -> Response {
     Problem::new(StatusCode::NOT_FOUND, "Not found", format!("no {what} with that id"))
         .field(field)
@@ -140,6 +153,7 @@ async fn active_customer(state: &AppState, token: Uuid, suffix: &str) -> Result<
         Ok(None) => Err(not_found("customer", "token")),
         Ok(Some(c)) => match (c.status, c.merged_into) {
             (CustomerStatus::Merged, Some(survivor)) => Err(redirect(token, survivor, suffix)),
+            (CustomerStatus::Erased, _) => Err(gone(token)),
             _ => Ok(c),
         },
     }
@@ -422,10 +436,12 @@ pub async fn get_history(
         Ok(l) => l,
         Err(r) => return r,
     };
-    // History is kept for merged tokens too: no redirect here.
+    // History is kept for merged tokens too: no redirect here. An erased
+    // customer's is not shown (stewards' reasons are free text).
     match query::customer(&state.read, token).await {
         Err(e) => return read_failed(&e),
         Ok(None) => return not_found("customer", "token"),
+        Ok(Some(c)) if c.status == CustomerStatus::Erased => return gone(token),
         Ok(Some(_)) => {}
     }
     match query::history(&state.read, token, page.cursor, limit + 1).await {
@@ -545,6 +561,12 @@ pub async fn get_as_of(
         },
         _ => return bad_request("give exactly one of position and time", "position"),
     };
+    // Erased for ever: also as of any earlier point.
+    match query::customer(&state.read, token).await {
+        Err(e) => return read_failed(&e),
+        Ok(Some(c)) if c.status == CustomerStatus::Erased => return gone(token),
+        Ok(_) => {}
+    }
     let result = mdm_projections::as_of::customer_as_of(
         state.store.as_ref(),
         &state.read,
@@ -562,6 +584,7 @@ pub async fn get_as_of(
     let (status, merged_into) = match c.status {
         mdm_domain::resolution::membership::TokenStatus::Active => ("active", None),
         mdm_domain::resolution::membership::TokenStatus::MergedInto(s) => ("merged", Some(s)),
+        mdm_domain::resolution::membership::TokenStatus::Erased => return gone(token),
     };
     let mut golden = Map::new();
     for s in &c.golden.values {

@@ -4,11 +4,14 @@
 //! Errors are `application/problem+json` (`problem.rs`).
 
 pub mod customers;
+pub mod erasure;
 // Feed and webhooks (issue 6): `GET /v1/feed` and the webhook admin routes.
 pub mod feed;
 pub mod ingest;
 pub mod openapi;
 pub mod ops;
+// Privacy: the request ledger, for the compliance role.
+pub mod privacy;
 pub mod problem;
 pub mod pull;
 pub mod steward;

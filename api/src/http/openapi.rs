@@ -27,6 +27,7 @@ use crate::auth::{require, Need};
         (name = "operations", description = "Metrics (admin); /health and /ready are open and outside /v1"),
         (name = "feed", description = "Customer changes as Server-Sent Events of CloudEvents (readers: within their field scopes)"),
         (name = "webhooks", description = "Webhook subscribers and their dead letters (admin)"),
+        (name = "privacy", description = "Privacy (compliance): the request ledger of CCPA erasure and right-to-know requests (due dates, one extension, notices) and erasure"),
     )
 )]
 struct ApiDoc;
@@ -79,6 +80,14 @@ pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
         // Feed and webhooks (issue 6).
         .merge(super::feed::routes().route_layer(guard(Need::Read)))
         .merge(super::webhooks::routes().route_layer(guard(Need::Admin)))
+        // Privacy: the request ledger.
+        .merge(super::privacy::routes().route_layer(guard(Need::Compliance)))
+        // Privacy: erasure.
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(super::erasure::erase))
+                .route_layer(guard(Need::Compliance)),
+        )
         .merge(ingest)
         .merge(read)
         .merge(stewards)

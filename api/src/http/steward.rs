@@ -136,7 +136,7 @@ pub struct CommandResult {
 }
 
 /// Parses a JSON body, naming the field at fault.
-fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Response> {
+pub(super) fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Response> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -223,7 +223,7 @@ async fn run(
     response
 }
 
-fn command_problem(e: &CommandError) -> Response {
+pub(super) fn command_problem(e: &CommandError) -> Response {
     match e {
         CommandError::UnknownToken(_) => {
             Problem::new(StatusCode::NOT_FOUND, "Not found", "no customer with that token")
@@ -265,6 +265,7 @@ fn command_problem(e: &CommandError) -> Response {
             Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Command not applicable", *why).into_response()
         }
         CommandError::ReasonRequired => bad_request("a reason is required", "reason"),
+        CommandError::Erased(token) => super::customers::gone(*token),
         CommandError::UnknownOverride(_) => Problem::new(
             StatusCode::NOT_FOUND,
             "Not found",
@@ -279,7 +280,7 @@ fn expected(token: Uuid, headers: &HeaderMap) -> Result<Vec<(Uuid, u64)>, Respon
     Ok(if_match(headers)?.map(|v| vec![(token, v)]).unwrap_or_default())
 }
 
-fn record_stream(state: &AppState, r: &SourceRef, field: &str) -> Result<String, Response> {
+pub(super) fn record_stream(state: &AppState, r: &SourceRef, field: &str) -> Result<String, Response> {
     if state.ingestor.sources().get(&r.system).is_none() {
         return Err(Problem::unknown_system()
             .field(format!("{field}.system"))

@@ -97,8 +97,18 @@ pub fn start_plain(dir: &std::path::Path, extra_env: &[(&str, &str)]) -> (Child,
     let mut child = cmd.spawn().expect("mdm starts");
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel();
+    // The service's log goes to <dir>/serve.log, for a failing test to show.
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("serve.log"))
+        .ok();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(f) = log.as_mut() {
+                use std::io::Write;
+                let _ = writeln!(f, "{line}");
+            }
             if line.contains("mdm is serving") {
                 let addr = line
                     .split_whitespace()

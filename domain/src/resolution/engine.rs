@@ -12,7 +12,9 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use uuid::Uuid;
 
-use super::events::{Cause, Decided, DecidedBy, Decision, HouseholdChange, Review, ReviewOutcome, SealedValue};
+use super::events::{
+    Cause, Decided, DecidedBy, Decision, HouseholdChange, Retained, Review, ReviewOutcome, SealedValue,
+};
 use crate::matching::blocking;
 use crate::matching::compare::{compare, ComparisonVector};
 use crate::matching::features::MatchFeatures;
@@ -56,6 +58,9 @@ struct RecordSlot {
     original: Option<u32>,
     /// Records it must never be linked with.
     apart: Vec<u32>,
+    /// Erased (or kept under a legal exception by an erasure): out of every
+    /// customer and the index for good, never matched or decided again.
+    erased: bool,
 }
 
 #[derive(Debug)]
@@ -68,6 +73,8 @@ struct CustomerSlot {
     absorbed: Vec<u32>,
     version: u64,
     household: Option<u32>,
+    /// Erased: the token answers "erased" for ever.
+    erased: bool,
 }
 
 #[derive(Debug)]
@@ -85,6 +92,8 @@ pub struct CustomerView {
     pub version: u64,
     pub records: Vec<String>,
     pub household: Option<Uuid>,
+    /// The customer was erased (it has no records any more).
+    pub erased: bool,
 }
 
 /// Replaying a stored decision that does not fit the state: the log is not
@@ -118,6 +127,8 @@ pub enum CommandError {
     ReasonRequired,
     #[error("override {0} is not in force on this customer")]
     UnknownOverride(Uuid),
+    #[error("customer {0} was erased")]
+    Erased(Uuid),
 }
 
 /// A steward's command.
@@ -145,6 +156,15 @@ pub enum StewardCommand {
     },
     /// Withdraw an override in force on the customer.
     RemoveOverride { token: Uuid, override_id: Uuid },
+    /// Erase the customer (a compliance user's command): every record,
+    /// except those `retain` keeps under a named legal exception (record
+    /// stream, exception).
+    Erase {
+        token: Uuid,
+        request_id: Option<Uuid>,
+        legal_basis: String,
+        retain: Vec<(String, String)>,
+    },
     /// The service withdraws an override whose time has come (decided by
     /// the resolver, not a steward).
     ExpireOverride { override_id: Uuid },
@@ -190,6 +210,10 @@ pub struct Engine {
     /// Overrides in force: the customer slot each was set on (its live
     /// customer follows merges) and its expiry.
     overrides: HashMap<Uuid, (u32, Option<chrono::DateTime<chrono::Utc>>)>,
+    /// Every override ever set (in force or not) and the customer slot it
+    /// was set on: an erasure destroys the keys of all of them, since the
+    /// log keeps each value sealed.
+    override_slots: HashMap<Uuid, u32>,
     seq: u64,
     /// How many indexed records hold each given and family name, for
     /// term-frequency adjustments.
@@ -229,6 +253,7 @@ impl Engine {
             dwellings: HashMap::new(),
             reviews: HashMap::new(),
             overrides: HashMap::new(),
+            override_slots: HashMap::new(),
             seq: 0,
             given_counts: HashMap::new(),
             family_counts: HashMap::new(),
@@ -267,6 +292,12 @@ impl Engine {
     /// erased, so it is no longer found by blocking).
     pub fn observe(&mut self, stream: &str, features: Option<MatchFeatures>) {
         let r = self.slot(stream);
+        // An erased record stays out of the index whatever a replay feeds.
+        let features = if self.records[r as usize].erased {
+            None
+        } else {
+            features
+        };
         let old_keys = std::mem::take(&mut self.records[r as usize].keys);
         for k in old_keys {
             if let Entry::Occupied(mut e) = self.index.entry(k) {
@@ -474,7 +505,7 @@ impl Engine {
     /// decisions made (none when nothing changes).
     pub fn resolve(&mut self, stream: &str, cause: Cause, ids: &mut dyn Ids) -> Vec<Decided> {
         let r = self.slot(stream);
-        if self.records[r as usize].features.is_none() {
+        if self.records[r as usize].features.is_none() || self.records[r as usize].erased {
             return Vec::new();
         }
         let scored = self.score(r);
@@ -755,6 +786,7 @@ impl Engine {
             absorbed: Vec::new(),
             version: 0,
             household: None,
+            erased: false,
         });
         self.by_token.insert(token, c);
         c
@@ -886,9 +918,42 @@ impl Engine {
             } => {
                 let c = self.customer_slot(*token);
                 self.overrides.insert(*override_id, (c, *expires_at));
+                self.override_slots.insert(*override_id, c);
             }
             Decision::OverrideRemoved { override_id, .. } => {
                 self.overrides.remove(override_id);
+            }
+            Decision::CustomerErased {
+                token,
+                absorbed,
+                records,
+                overrides,
+                retained,
+                ..
+            } => {
+                let streams = records.iter().chain(retained.iter().map(|k| &k.record));
+                for stream in streams.cloned().collect::<Vec<_>>() {
+                    let r = self.slot(&stream);
+                    self.observe(&stream, None);
+                    if let Some(old) = self.records[r as usize].customer.take() {
+                        self.customers[old as usize].members.retain(|m| *m != r);
+                    }
+                    self.records[r as usize].erased = true;
+                }
+                for t in std::iter::once(token).chain(absorbed) {
+                    let c = self.customer_slot(*t);
+                    self.customers[c as usize].erased = true;
+                    self.customers[c as usize].members.clear();
+                    if let Some(h) = self.customers[c as usize].household.take() {
+                        self.households[h as usize].members.retain(|m| *m != c);
+                    }
+                }
+                for o in overrides {
+                    self.overrides.remove(o);
+                    self.override_slots.remove(o);
+                }
+                self.reviews
+                    .retain(|_, (r, c)| !self.records[*r as usize].erased && !self.customers[*c as usize].erased);
             }
         }
         for t in d.decision.versioned_tokens() {
@@ -900,6 +965,9 @@ impl Engine {
 
     fn active(&self, token: Uuid) -> Result<u32, CommandError> {
         let c = *self.by_token.get(&token).ok_or(CommandError::UnknownToken(token))?;
+        if self.customers[c as usize].erased {
+            return Err(CommandError::Erased(token));
+        }
         if self.customers[c as usize].merged_into.is_some() {
             let into = self.customers[self.live_customer(c) as usize].token;
             return Err(CommandError::Merged { token, into });
@@ -1108,6 +1176,61 @@ impl Engine {
                     expired: false,
                 });
             }
+            StewardCommand::Erase {
+                token,
+                request_id,
+                legal_basis,
+                retain,
+            } => {
+                let c = self.active(*token)?;
+                if legal_basis.trim().is_empty() {
+                    return Err(CommandError::Invalid("a legal basis is required"));
+                }
+                let members: Vec<String> = self.customers[c as usize]
+                    .members
+                    .iter()
+                    .map(|r| self.records[*r as usize].stream.clone())
+                    .collect();
+                if retain.iter().any(|(record, _)| !members.contains(record)) {
+                    return Err(CommandError::Invalid("a record to retain is not the customer's"));
+                }
+                if retain.iter().any(|(_, exception)| exception.trim().is_empty()) {
+                    return Err(CommandError::Invalid("a retained record needs its legal exception"));
+                }
+                let records = members
+                    .into_iter()
+                    .filter(|m| !retain.iter().any(|(r, _)| r == m))
+                    .collect();
+                let absorbed = self.customers[c as usize]
+                    .absorbed
+                    .iter()
+                    .map(|a| self.customers[*a as usize].token)
+                    .collect();
+                // Every override set on it, also those removed or expired:
+                // the log keeps each value sealed under its own key.
+                let mut overrides: Vec<Uuid> = self
+                    .override_slots
+                    .iter()
+                    .filter(|(_, on)| self.live_customer(**on) == c)
+                    .map(|(id, _)| *id)
+                    .collect();
+                overrides.sort();
+                out.push(Decision::CustomerErased {
+                    token: *token,
+                    absorbed,
+                    records,
+                    overrides,
+                    retained: retain
+                        .iter()
+                        .map(|(record, exception)| Retained {
+                            record: record.clone(),
+                            exception: exception.trim().to_owned(),
+                        })
+                        .collect(),
+                    request_id: *request_id,
+                    legal_basis: legal_basis.trim().to_owned(),
+                });
+            }
             StewardCommand::ExpireOverride { override_id } => {
                 let (on, _) = *self
                     .overrides
@@ -1123,6 +1246,7 @@ impl Engine {
         }
         let by = match &request.command {
             StewardCommand::ExpireOverride { .. } => DecidedBy::Resolver,
+            StewardCommand::Erase { .. } => DecidedBy::Compliance(request.steward.clone()),
             _ => DecidedBy::Steward(request.steward.clone()),
         };
         let mut decided = Vec::with_capacity(out.len());
@@ -1169,6 +1293,7 @@ impl Engine {
                 .map(|r| self.records[*r as usize].stream.clone())
                 .collect(),
             household: slot.household.map(|h| self.households[h as usize].id),
+            erased: slot.erased,
         })
     }
 

@@ -544,6 +544,15 @@ fn everything() -> World {
     w.add("shop/k", household_records()[0].1.clone());
     w.observe("web/sparse", None);
     w.resolve("web/sparse");
+    // An override set and removed, then an erasure.
+    let husband = w.token("crm/husband");
+    w.command(override_command(husband, 21, "email", None));
+    w.command(StewardCommand::RemoveOverride {
+        token: husband,
+        override_id: Uuid::from_u128((8 << 64) + 21),
+    });
+    let jr = w.token("crm/jr");
+    w.command(erase(jr, Vec::new()));
     w
 }
 
@@ -1866,4 +1875,116 @@ fn overrides_fall_due_at_their_expiry_and_expire_as_resolver_decisions() {
     assert_eq!(w.version(y), before + 1);
     assert_eq!(w.engine.due_overrides(at(23)), [Uuid::from_u128((8 << 64) + 3)]);
     assert_replays("expiry", &w);
+}
+
+// ---------------------------------------------------------------------------
+// Erasure
+
+fn erase(token: Uuid, retain: Vec<(String, String)>) -> StewardCommand {
+    StewardCommand::Erase {
+        token,
+        request_id: Some(Uuid::from_u128(0xe5)),
+        legal_basis: "CCPA 1798.105".to_owned(),
+        retain,
+    }
+}
+
+#[test]
+fn an_erased_customer_leaves_the_index_and_its_token_answers_erased_for_ever() {
+    let mut w = same_person([0, 1, 2]);
+    let token = w.token("crm/1");
+    let (x, y) = {
+        w.add(
+            "crm/x",
+            person("carol", "white").dob(1981, 3, 3).email("carol@example.com"),
+        );
+        w.add("crm/y", person("dave", "brown").dob(1975, 7, 7).phone("+13035550111"));
+        (w.token("crm/x"), w.token("crm/y"))
+    };
+    // Some history: y merged into the person, and an override on it.
+    w.command(StewardCommand::Merge {
+        survivor: token,
+        absorbed: y,
+    });
+    w.command(override_command(token, 11, "email", None));
+    // One removed again: its value stays sealed in the log, so its key goes too.
+    w.command(override_command(token, 13, "name", None));
+    w.command(StewardCommand::RemoveOverride {
+        token,
+        override_id: Uuid::from_u128((8 << 64) + 13),
+    });
+    let before = w.version(token);
+    let index_before = w.engine.stats().index_keys;
+
+    // Refused: no legal basis, a retained record that is not its own, or
+    // one without its exception.
+    let mut no_basis = erase(token, Vec::new());
+    if let StewardCommand::Erase { legal_basis, .. } = &mut no_basis {
+        *legal_basis = " ".into();
+    }
+    for refused in [
+        no_basis,
+        erase(token, vec![("crm/x".into(), "legal hold".into())]),
+        erase(token, vec![("pos/7".into(), " ".into())]),
+    ] {
+        let r = w.request(refused, Vec::new(), "request 17");
+        assert!(matches!(w.run(&r), Err(CommandError::Invalid(_))));
+    }
+    assert_eq!(w.version(token), before);
+
+    let ds = w.command(erase(
+        token,
+        vec![("pos/7".into(), "CCPA 1798.105(d)(1): warranty".into())],
+    ));
+    assert_eq!(kinds(&ds), ["CustomerErased"]);
+    assert_eq!(ds[0].by, DecidedBy::Compliance("steward-7".to_owned()));
+    let Decision::CustomerErased {
+        absorbed,
+        records,
+        overrides,
+        retained,
+        ..
+    } = &ds[0].decision
+    else {
+        panic!("an erasure")
+    };
+    assert_eq!(absorbed, &[y]);
+    let mut records = records.clone();
+    records.sort();
+    assert_eq!(records, ["crm/1", "crm/y", "loyalty/3"]);
+    assert_eq!(
+        overrides,
+        &[Uuid::from_u128((8 << 64) + 11), Uuid::from_u128((8 << 64) + 13)]
+    );
+    assert_eq!(retained[0].record, "pos/7");
+    // The decision names no personal data.
+    let json = serde_json::to_string(&ds[0]).expect("json");
+    for value in SAME_PERSON_PII {
+        assert!(!json.contains(value), "{value} in {json}");
+    }
+
+    let view = w.view(token);
+    assert!(view.erased && view.records.is_empty());
+    assert_eq!(view.version, before + 1);
+    assert!(w.view(y).erased);
+    assert!(w.engine.stats().index_keys < index_before);
+    assert_eq!(w.engine.token_of("crm/1"), None);
+    assert_eq!(w.engine.token_of("pos/7"), None);
+    // Nothing more can be done to it.
+    let r = w.request(override_command(token, 12, "email", None), Vec::new(), "r");
+    assert_eq!(w.run(&r), Err(CommandError::Erased(token)));
+    let r = w.request(erase(token, Vec::new()), Vec::new(), "again");
+    assert_eq!(w.run(&r), Err(CommandError::Erased(token)));
+    // A new version of an erased or retained record decides nothing.
+    let (stream, f) = same_person_records()[1].clone();
+    assert!(w.add(stream, f).is_empty());
+    assert_eq!(w.engine.token_of("pos/7"), None);
+    // The same person signing up anew is a new customer, matched against
+    // nothing of theirs.
+    let ds = w.add("web/new", same_person_records()[0].1.clone());
+    assert_eq!(kinds(&ds), ["CustomerCreated"]);
+    assert_ne!(w.token("web/new"), token);
+    // The stranger is untouched.
+    assert_eq!(w.token("crm/x"), x);
+    assert_replays("erasure", &w);
 }

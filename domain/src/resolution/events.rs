@@ -44,6 +44,8 @@ pub enum Cause {
 pub enum DecidedBy {
     Resolver,
     Steward(String),
+    /// A compliance user (erasure).
+    Compliance(String),
 }
 
 /// A review item opened for stewards.
@@ -83,6 +85,16 @@ impl SealedValue {
     pub fn subject(override_id: Uuid) -> String {
         format!("override:{override_id}")
     }
+}
+
+/// A source record an erasure kept under a legal exception: its key stays,
+/// it leaves the customer and is never matched again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retained {
+    pub record: String,
+    /// The exception, as the request named it (e.g. "CCPA 1798.105(d)(8):
+    /// legal obligation").
+    pub exception: String,
 }
 
 /// A customer's household after a decision, when it changed.
@@ -182,6 +194,30 @@ pub enum Decision {
         #[serde(default)]
         expired: bool,
     },
+    /// A compliance user erased the customer (CCPA): the data keys of
+    /// `records` and `overrides` are destroyed, so nothing personal of
+    /// them can be read again, also after a replay; the read models drop
+    /// the person's rows; the token (and every token merged into it)
+    /// answers "erased" for ever. Holds no personal data: pseudonymous
+    /// record streams, tokens, ids and the legal basis.
+    CustomerErased {
+        token: Uuid,
+        /// Tokens merged into it earlier: erased with it.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        absorbed: Vec<Uuid>,
+        /// Its source records (every version: one key per record).
+        records: Vec<String>,
+        /// Its value overrides (ids; one key each).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        overrides: Vec<Uuid>,
+        /// Records kept under a legal exception named in the request.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        retained: Vec<Retained>,
+        /// The privacy request it fulfils, when one was named.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<Uuid>,
+        legal_basis: String,
+    },
 }
 
 /// How a review item ended.
@@ -228,11 +264,12 @@ impl Decision {
             Decision::HouseholdChanged { .. } => "HouseholdChanged",
             Decision::ValueOverridden { .. } => "ValueOverridden",
             Decision::OverrideRemoved { .. } => "OverrideRemoved",
+            Decision::CustomerErased { .. } => "CustomerErased",
         }
     }
 
     /// Every event type of decisions.
-    pub const EVENT_TYPES: [&'static str; 11] = [
+    pub const EVENT_TYPES: [&'static str; 12] = [
         "CustomerCreated",
         "RecordLinked",
         "CustomersMerged",
@@ -244,6 +281,7 @@ impl Decision {
         "HouseholdChanged",
         "ValueOverridden",
         "OverrideRemoved",
+        "CustomerErased",
     ];
 
     /// The tokens this decision names.
@@ -259,6 +297,9 @@ impl Decision {
             }
             Decision::RecordMoved { from, to, .. } | Decision::RecordSplit { from, to, .. } => vec![*from, *to],
             Decision::NotAMatchMarked { tokens, .. } => tokens.to_vec(),
+            Decision::CustomerErased { token, absorbed, .. } => {
+                std::iter::once(*token).chain(absorbed.iter().copied()).collect()
+            }
             Decision::ReviewRequested { review } => vec![review.token, review.candidate],
             Decision::ReviewClosed { .. } => Vec::new(),
         }

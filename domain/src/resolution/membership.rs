@@ -32,6 +32,8 @@ pub enum TokenStatus {
     Active,
     /// Merged away: the survivor it redirects to (chains flattened).
     MergedInto(Uuid),
+    /// Erased, for ever.
+    Erased,
 }
 
 /// Record and token state folded from decisions.
@@ -41,6 +43,8 @@ pub struct Membership {
     records: BTreeMap<String, Uuid>,
     /// Each token seen: `None` when active, the survivor when merged.
     tokens: BTreeMap<Uuid, Option<Uuid>>,
+    /// Erased tokens.
+    erased: std::collections::BTreeSet<Uuid>,
 }
 
 impl Membership {
@@ -89,6 +93,20 @@ impl Membership {
             // Overrides change values, not membership.
             | Decision::ValueOverridden { .. }
             | Decision::OverrideRemoved { .. } => {}
+            Decision::CustomerErased {
+                token,
+                absorbed,
+                records,
+                retained,
+                ..
+            } => {
+                for t in std::iter::once(token).chain(absorbed) {
+                    self.erased.insert(*t);
+                }
+                for r in records.iter().chain(retained.iter().map(|k| &k.record)) {
+                    self.records.remove(r);
+                }
+            }
         }
     }
 
@@ -106,6 +124,9 @@ impl Membership {
     /// Whether `token` is active or merged, or `None` when no decision
     /// applied so far named it.
     pub fn status(&self, token: Uuid) -> Option<TokenStatus> {
+        if self.erased.contains(&token) {
+            return Some(TokenStatus::Erased);
+        }
         self.tokens.get(&token).map(|m| match m {
             None => TokenStatus::Active,
             Some(s) => TokenStatus::MergedInto(*s),

@@ -1,0 +1,210 @@
+//! `POST /v1/privacy/erasures`: a compliance user erases a customer (CCPA).
+//!
+//! The command goes through the resolver like a steward's: it names every
+//! source record of the customer (and of the customers merged into it) and
+//! every override, appends one `CustomerErased` decision (no personal data:
+//! tokens, pseudonymous record streams, the request id and the legal
+//! basis), then destroys the data keys of those records and overrides, so
+//! nothing of the person can be read from the log again, also after a
+//! replay. The projections purge the read models when they apply the
+//! decision; the token answers 410 for ever. Records the business must keep
+//! are listed in `retain`, each with its legal exception: an explicit
+//! option of the request, never a default.
+
+// Helpers return the response to answer instead as their error.
+#![allow(clippy::result_large_err)]
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use mdm_domain::resolution::engine::{CommandRequest, StewardCommand};
+use mdm_domain::resolution::events::Decision;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::customers::bad_request;
+use super::problem::Problem;
+use super::steward::{body, command_problem, record_stream, SourceRef};
+use super::AppState;
+use crate::auth::Principal;
+
+/// A source record kept under a legal exception.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetainedRecord {
+    pub system: String,
+    pub source_id: String,
+    /// The exception the law allows (e.g. "CCPA 1798.105(d)(8): legal
+    /// obligation"), kept in the decision.
+    pub exception: String,
+}
+
+/// Erase a customer: by token or by one of its source records.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErasureBody {
+    /// The customer's token (a merged token erases the customer it was
+    /// merged into: the same person).
+    pub token: Option<Uuid>,
+    /// Or one of its source records.
+    pub record: Option<SourceRef>,
+    /// The privacy request this fulfils (from the request ledger).
+    pub request_id: Option<Uuid>,
+    /// The legal basis (e.g. "CCPA 1798.105 request to delete").
+    pub legal_basis: String,
+    /// Records to keep under a legal exception (default: none).
+    #[serde(default)]
+    pub retain: Vec<RetainedRecord>,
+}
+
+/// What the erasure did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErasureResult {
+    pub command_id: Uuid,
+    /// The customer erased.
+    pub token: Uuid,
+    /// Tokens merged into it earlier, erased with it.
+    pub absorbed: Vec<Uuid>,
+    /// How many source records were erased (every version of each).
+    pub records_erased: usize,
+    /// How many were kept under an exception.
+    pub records_retained: usize,
+    /// How many steward overrides were erased.
+    pub overrides_erased: usize,
+    pub request_id: Option<Uuid>,
+}
+
+macro_rules! try_or {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(r) => return r,
+        }
+    };
+}
+
+/// Erases a customer: its records' and overrides' keys are destroyed, the
+/// read models purge it, its token answers 410 for ever.
+#[utoipa::path(post, path = "/v1/privacy/erasures", tag = "privacy",
+    request_body = ErasureBody,
+    responses(
+        (status = 200, description = "Erased", body = ErasureResult),
+        (status = 400, description = "Bad body: the field is named", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown token or source record", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "Erased already", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not applicable (a retained record is not the customer's)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
+pub async fn erase(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    bytes: Bytes,
+) -> Response {
+    let b: ErasureBody = try_or!(body(&bytes));
+    let legal_basis = b.legal_basis.trim();
+    if legal_basis.is_empty() {
+        return bad_request("the legal basis is required", "legal_basis");
+    }
+    if legal_basis.chars().count() > 500 {
+        return bad_request("the legal basis is longer than 500 characters", "legal_basis");
+    }
+    let mut retain = Vec::with_capacity(b.retain.len());
+    for (i, r) in b.retain.iter().enumerate() {
+        let field = format!("retain[{i}]");
+        let source = SourceRef {
+            system: r.system.clone(),
+            source_id: r.source_id.clone(),
+        };
+        let stream = try_or!(record_stream(&state, &source, &field));
+        if r.exception.trim().is_empty() {
+            return bad_request(
+                "each retained record needs its legal exception",
+                &format!("{field}.exception"),
+            );
+        }
+        retain.push((stream, r.exception.trim().to_owned()));
+    }
+    let Some(resolver) = state.resolver() else {
+        return Problem::unavailable("resolver").into_response();
+    };
+    // The customer: by token, following a merge to the same person's
+    // surviving customer, or by one of its records.
+    let token = match (b.token, &b.record) {
+        (Some(_), Some(_)) | (None, None) => {
+            return bad_request("give either token or record", "token");
+        }
+        (Some(t), None) => t,
+        (None, Some(r)) => {
+            let stream = try_or!(record_stream(&state, r, "record"));
+            match resolver.token_of(&stream).await {
+                Ok(Some(t)) => t,
+                Ok(None) => {
+                    return Problem::new(
+                        StatusCode::NOT_FOUND,
+                        "Not found",
+                        "no customer holds that source record",
+                    )
+                    .field("record")
+                    .into_response()
+                }
+                Err(_) => return Problem::unavailable("resolver").into_response(),
+            }
+        }
+    };
+    let token = match resolver.customer(token).await {
+        Ok(Some(c)) if c.erased => return super::customers::gone(token),
+        Ok(Some(c)) => c.merged_into.unwrap_or(token),
+        Ok(None) => {
+            return Problem::new(StatusCode::NOT_FOUND, "Not found", "no customer with that token")
+                .field("token")
+                .into_response()
+        }
+        Err(_) => return Problem::unavailable("resolver").into_response(),
+    };
+    let request = CommandRequest {
+        command_id: Uuid::now_v7(),
+        steward: principal.name.clone(),
+        reason: format!("erasure: {legal_basis}"),
+        expected: Vec::new(),
+        command: StewardCommand::Erase {
+            token,
+            request_id: b.request_id,
+            legal_basis: legal_basis.to_owned(),
+            retain,
+        },
+    };
+    let command_id = request.command_id;
+    let decided = match resolver.command(request).await {
+        Err(error) => {
+            tracing::error!(error = %error, "erasure: resolver unavailable");
+            return Problem::unavailable("resolver").into_response();
+        }
+        Ok(Err(e)) => return command_problem(&e),
+        Ok(Ok(d)) => d,
+    };
+    let Some(Decision::CustomerErased {
+        absorbed,
+        records,
+        overrides,
+        retained,
+        request_id,
+        ..
+    }) = decided.into_iter().map(|d| d.decision).next()
+    else {
+        return Problem::unavailable("resolver").into_response();
+    };
+    tracing::info!(command_id = %command_id, records = records.len(), retained = retained.len(), "customer erased");
+    Json(ErasureResult {
+        command_id,
+        token,
+        absorbed,
+        records_erased: records.len(),
+        records_retained: retained.len(),
+        overrides_erased: overrides.len(),
+        request_id,
+    })
+    .into_response()
+}
