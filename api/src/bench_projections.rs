@@ -99,7 +99,7 @@ fn ctx() -> IngestContext {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     if v.is_empty() {
         return 0.0;
@@ -112,14 +112,14 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-struct Log {
-    store: Arc<dyn EventStore>,
-    keys: Arc<dyn KeyStore>,
-    events: u64,
+pub(crate) struct Log {
+    pub(crate) store: Arc<dyn EventStore>,
+    pub(crate) keys: Arc<dyn KeyStore>,
+    pub(crate) events: u64,
 }
 
 /// Opens the log in `dir`, creating it (and its master key file) when new.
-async fn open_log(dir: &Path) -> anyhow::Result<(Arc<dyn EventStore>, Arc<dyn KeyStore>)> {
+pub(crate) async fn open_log(dir: &Path) -> anyhow::Result<(Arc<dyn EventStore>, Arc<dyn KeyStore>)> {
     std::fs::create_dir_all(dir)?;
     let key_file = dir.join("master.key");
     let master = match std::fs::read_to_string(&key_file) {
@@ -135,7 +135,7 @@ async fn open_log(dir: &Path) -> anyhow::Result<(Arc<dyn EventStore>, Arc<dyn Ke
     Ok((store, keys))
 }
 
-async fn count_events(store: &Arc<dyn EventStore>) -> anyhow::Result<u64> {
+pub(crate) async fn count_events(store: &Arc<dyn EventStore>) -> anyhow::Result<u64> {
     let mut events = 0u64;
     let mut after = Position::START;
     loop {
@@ -147,14 +147,14 @@ async fn count_events(store: &Arc<dyn EventStore>) -> anyhow::Result<u64> {
     Ok(events)
 }
 
-fn resolver_settings(settings: &CustomerSettings) -> ResolverSettings {
+pub(crate) fn resolver_settings(settings: &CustomerSettings) -> ResolverSettings {
     ResolverSettings {
         features: settings.features.clone(),
         ..ResolverSettings::default()
     }
 }
 
-fn engine(rules: &crate::sources::MatchingConfig) -> anyhow::Result<Engine> {
+pub(crate) fn engine(rules: &crate::sources::MatchingConfig) -> anyhow::Result<Engine> {
     Ok(Engine::new(
         Scorer::new(MatchParameters::defaults(), rules.rules.clone())?,
         Limits::default(),
@@ -162,7 +162,7 @@ fn engine(rules: &crate::sources::MatchingConfig) -> anyhow::Result<Engine> {
 }
 
 /// Imports every generated file and resolves it.
-async fn build_log(
+pub(crate) async fn build_log(
     dir: &Path,
     generated: &Path,
     sources: &Arc<SourceDefinitions>,

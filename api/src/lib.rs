@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod bench_api;
+pub mod bench_erasure;
 pub mod bench_ingest;
 pub mod bench_match;
 pub mod bench_projections;

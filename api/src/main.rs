@@ -324,6 +324,9 @@ enum BenchCommand {
     /// The running service under load from a second process: customer by token against a bare
     /// primary-key handler, and single-record ingest latency at a fixed rate.
     Api(mdm_api::bench_api::ApiBenchArgs),
+    /// Erasing one customer until every read model has purged it, on a store of generated records,
+    /// against a steward's value override through the same path.
+    Erasure(mdm_api::bench_erasure::ErasureBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -383,6 +386,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             what: BenchCommand::Api(args),
         } => mdm_api::bench_api::run_api_bench(args).await,
+        Command::Bench {
+            what: BenchCommand::Erasure(args),
+        } => mdm_api::bench_erasure::run_erasure_bench(args).await,
         Command::Demo(args) => {
             let config = mdm_api::demo::prepare(&args).await?;
             if args.no_serve {

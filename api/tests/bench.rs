@@ -235,3 +235,36 @@ fn bench_api_loads_the_service_and_a_bare_handler_on_both_backends() {
         assert_eq!(errors, Some(0), "every single-record ingest answered: {stdout}");
     }
 }
+
+#[test]
+fn bench_erasure_measures_erasures_against_overrides_until_every_read_model_purged() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sources = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/sources.example.toml");
+    let (stdout, lines) = run_bench(
+        &["erasure", "--records", "2000", "--erasures", "3", "--sources", sources],
+        dir.path(),
+    );
+    let figure = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l["figure"] == name)
+            .unwrap_or_else(|| panic!("no {name} in:\n{stdout}"))
+            .clone()
+    };
+    for name in [
+        "override_to_read_models_ms",
+        "erasure_to_read_models_ms",
+        "erasure_command_ms",
+    ] {
+        let f = figure(name);
+        assert_eq!(f["runs"], 3, "{f}");
+        assert!(f["median"].as_f64().is_some_and(|m| m > 0.0), "{f}");
+        assert!(f["p99"].as_f64() >= f["median"].as_f64(), "{f}");
+    }
+    let ratio = figure("ratio_erasure_to_override");
+    assert!(ratio["value"].as_f64().is_some_and(|r| r > 0.0), "{ratio}");
+    assert!(
+        ratio["records_erased_per_customer"].as_f64().is_some_and(|r| r >= 1.0),
+        "{ratio}"
+    );
+}
