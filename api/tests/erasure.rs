@@ -265,7 +265,41 @@ async fn a_customer_is_erased_and_nothing_of_them_remains(backend: Backend) {
     );
 
     // Only compliance erases; bad requests name their field.
-    let request_id = uuid::Uuid::now_v7();
+    // The request in the ledger: received, then verified.
+    let (status, request) = compliance
+        .post("/v1/privacy/requests", json!({"kind": "erasure", "token": token}))
+        .await;
+    assert_eq!(status, 201, "{request}");
+    let request_id: uuid::Uuid = request["request_id"].as_str().expect("id").parse().expect("uuid");
+    let (status, problem) = compliance
+        .post(
+            "/v1/privacy/erasures",
+            json!({"token": token, "request_id": request_id, "legal_basis": "CCPA 1798.105"}),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (422, Some("request_id")),
+        "unverified: {problem}"
+    );
+    let (status, problem) = compliance
+        .post(
+            "/v1/privacy/erasures",
+            json!({"token": token, "request_id": uuid::Uuid::new_v4(), "legal_basis": "CCPA 1798.105"}),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (404, Some("request_id")),
+        "{problem}"
+    );
+    let (status, verified) = compliance
+        .post(
+            &format!("/v1/privacy/requests/{request_id}/verify"),
+            json!({"method": "signed-in account"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{verified}");
     let erase = json!({"token": token, "request_id": request_id, "legal_basis": "CCPA 1798.105 request to delete"});
     let (status, _) = steward.post("/v1/privacy/erasures", erase.clone()).await;
     assert_eq!(status, 403);
@@ -318,6 +352,22 @@ async fn a_customer_is_erased_and_nothing_of_them_remains(backend: Backend) {
     assert_eq!(result["records_erased"], 5, "{result}");
     assert_eq!(result["overrides_erased"], 1, "{result}");
     assert_eq!(result["request_id"], request_id.to_string());
+    // The ledger lists the three source systems as told.
+    assert_eq!(result["notices"].as_array().map(Vec::len), Some(3), "{result}");
+    let request = compliance
+        .until(&format!("/v1/privacy/requests/{request_id}"), |s, b| {
+            s == 200 && b["notices"].as_array().is_some_and(|n| n.len() == 3)
+        })
+        .await;
+    let mut told: Vec<String> = request["notices"]
+        .as_array()
+        .expect("notices")
+        .iter()
+        .filter(|n| n["recipient"]["kind"] == "source_system")
+        .filter_map(|n| n["recipient"]["id"].as_str().map(str::to_owned))
+        .collect();
+    told.sort();
+    assert_eq!(told, ["dealer_a", "dealer_b", "web_signup"], "{request}");
     // The token and the one merged into it answer 410 for ever.
     let gone = admin.until(&format!("/v1/customers/{token}"), |s, _| s == 410).await;
     eprintln!("erasure to 410: {:?}", started.elapsed());

@@ -25,11 +25,22 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use mdm_domain::metadata::Actor;
+use mdm_domain::privacy::{Recipient, RequestKind, Status};
+use mdm_projections::query;
+
 use super::customers::bad_request;
 use super::problem::Problem;
 use super::steward::{body, command_problem, record_stream, SourceRef};
 use super::AppState;
 use crate::auth::Principal;
+use crate::privacy::{self as ledger, Caller, Command as LedgerCommand};
+
+fn unprocessable(detail: &'static str, field: &str) -> Response {
+    Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Command not applicable", detail)
+        .field(field)
+        .into_response()
+}
 
 /// A source record kept under a legal exception.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -75,6 +86,9 @@ pub struct ErasureResult {
     /// How many steward overrides were erased.
     pub overrides_erased: usize,
     pub request_id: Option<Uuid>,
+    /// The recipients the request ledger now lists as notified.
+    #[schema(value_type = Vec<Object>)]
+    pub notices: Vec<Recipient>,
 }
 
 macro_rules! try_or {
@@ -164,6 +178,41 @@ pub async fn erase(
         }
         Err(_) => return Problem::unavailable("resolver").into_response(),
     };
+    // The ledger's request, when named: an open, verified erasure request.
+    if let Some(id) = b.request_id {
+        match ledger::load(state.store.as_ref(), id).await {
+            Ok(Some((r, _))) if r.kind != RequestKind::Erasure => {
+                return unprocessable("the request is not an erasure request", "request_id")
+            }
+            Ok(Some((r, _))) if r.status != Status::Open => {
+                return Problem::new(StatusCode::CONFLICT, "Request closed", "the request is closed already")
+                    .field("request_id")
+                    .into_response()
+            }
+            Ok(Some((r, _))) if r.verified.is_none() => {
+                return unprocessable("verify the requester's identity first", "request_id")
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Problem::new(StatusCode::NOT_FOUND, "Not found", "no privacy request with that id")
+                    .field("request_id")
+                    .into_response()
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "erasure: the request ledger is unavailable");
+                return Problem::unavailable("event store").into_response();
+            }
+        }
+    }
+    // The source systems that hold the person, to be told (read before the
+    // purge; a record ingested in the last instant may not be listed yet).
+    let systems: std::collections::BTreeSet<String> = match query::source_records_of(&state.read, token).await {
+        Ok(rows) => rows.into_iter().map(|r| r.system).collect(),
+        Err(error) => {
+            tracing::warn!(error = %error, "erasure: source systems not read; no notices for them");
+            Default::default()
+        }
+    };
     let request = CommandRequest {
         command_id: Uuid::now_v7(),
         steward: principal.name.clone(),
@@ -197,6 +246,31 @@ pub async fn erase(
         return Problem::unavailable("resolver").into_response();
     };
     tracing::info!(command_id = %command_id, records = records.len(), retained = retained.len(), "customer erased");
+    // The ledger notes who must be told: the source systems that hold the
+    // person and every webhook subscriber (whose feed of changes carries
+    // the erasure notice). Feed subscribers read the same notice from the
+    // feed and acknowledge like the others.
+    let mut notified = Vec::new();
+    if let Some(id) = request_id {
+        let mut recipients: Vec<Recipient> = systems.into_iter().map(Recipient::SourceSystem).collect();
+        match state.webhooks.list().await {
+            Ok(subscribers) => recipients.extend(subscribers.into_iter().map(|s| Recipient::Webhook(s.id))),
+            Err(error) => tracing::warn!(error = %error, "erasure: webhook subscribers not listed for notices"),
+        }
+        let caller = Caller {
+            actor: Actor::Client(principal.client_id.to_string()),
+            by: principal.name.clone(),
+        };
+        for recipient in recipients {
+            let command = LedgerCommand::Notify {
+                recipient: recipient.clone(),
+            };
+            match ledger::run(state.store.as_ref(), id, &command, &caller, chrono::Utc::now()).await {
+                Ok(_) => notified.push(recipient),
+                Err(error) => tracing::warn!(error = %error, "erasure: a notice was not recorded in the ledger"),
+            }
+        }
+    }
     Json(ErasureResult {
         command_id,
         token,
@@ -205,6 +279,7 @@ pub async fn erase(
         records_retained: retained.len(),
         overrides_erased: overrides.len(),
         request_id,
+        notices: notified,
     })
     .into_response()
 }
