@@ -311,6 +311,36 @@ pub async fn change_at(db: &ReadDb, at: ChangeCursor) -> Result<Option<CustomerC
     change_of(&row, at.position, at.ordinal, change_type).map(Some)
 }
 
+/// Every change of the customers `tokens` (a customer's token and those
+/// merged into it: one person), in (position, ordinal) order; a privacy
+/// export derives from them which webhook subscribers were sent the
+/// person's data. Served by the index on (token, position).
+pub async fn changes_of(db: &ReadDb, tokens: &[Uuid]) -> Result<Vec<CustomerChange>, sqlx::Error> {
+    if tokens.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders: Vec<String> = (1..=tokens.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT position, ordinal, token, change_type, attributes, detail, recorded_at FROM customer_change \
+         WHERE token IN ({}) ORDER BY position, ordinal",
+        placeholders.join(", ")
+    );
+    let mut q = sqlx::query(&sql);
+    for t in tokens {
+        q = q.bind(t.to_string());
+    }
+    let rows = q.fetch_all(db.pool()).await?;
+    let mut changes = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let position: i64 = row.try_get(0)?;
+        let ordinal: i64 = row.try_get(1)?;
+        let kind: String = row.try_get(3)?;
+        let change_type = ChangeType::parse(&kind).ok_or_else(|| decode_error("change_type", "unknown change type"))?;
+        changes.push(change_of(row, position, ordinal, change_type)?);
+    }
+    Ok(changes)
+}
+
 /// The last change in the log (`START` when there is none): where a
 /// consumer that wants only what happens from now on starts.
 pub async fn last_change(db: &ReadDb) -> Result<ChangeCursor, sqlx::Error> {

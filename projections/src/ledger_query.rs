@@ -239,6 +239,12 @@ pub async fn privacy_request(
         return Ok(None);
     };
     let request = request_of(&row)?;
+    let notices = notices_of(db, request_id).await?;
+    Ok(Some((request, notices)))
+}
+
+/// The notices of one request, in the order they were sent.
+async fn notices_of(db: &ReadDb, request_id: Uuid) -> Result<Vec<PrivacyNoticeRow>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT recipient_kind, recipient_id, notified_at, acknowledged_at, acknowledged_by FROM privacy_notice \
          WHERE request_id = $1 ORDER BY notified_at, recipient_kind, recipient_id",
@@ -246,8 +252,7 @@ pub async fn privacy_request(
     .bind(request_id.to_string())
     .fetch_all(db.pool())
     .await?;
-    let notices = rows
-        .iter()
+    rows.iter()
         .map(|row| {
             let kind: String = row.try_get("recipient_kind")?;
             let id: String = row.try_get("recipient_id")?;
@@ -259,8 +264,37 @@ pub async fn privacy_request(
                 acknowledged_by: row.try_get("acknowledged_by")?,
             })
         })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    Ok(Some((request, notices)))
+        .collect()
+}
+
+/// The requests naming any of `tokens` (a customer's token and those
+/// merged into it), oldest receipt first, each with its notices: what a
+/// privacy export of that customer lists. Requests are few per person;
+/// this reads them all.
+pub async fn privacy_requests_naming(
+    db: &ReadDb,
+    tokens: &[Uuid],
+) -> Result<Vec<(PrivacyRequestRow, Vec<PrivacyNoticeRow>)>, sqlx::Error> {
+    if tokens.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders: Vec<String> = (1..=tokens.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT {REQUEST_COLUMNS} FROM privacy_request WHERE token IN ({}) ORDER BY received_at, request_id",
+        placeholders.join(", ")
+    );
+    let mut q = sqlx::query(&sql);
+    for t in tokens {
+        q = q.bind(t.to_string());
+    }
+    let rows = q.fetch_all(db.pool()).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let request = request_of(row)?;
+        let notices = notices_of(db, request.request_id).await?;
+        out.push((request, notices));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -491,6 +525,19 @@ mod tests {
         assert_eq!(notices[0].acknowledged_by.as_deref(), Some("dealer"));
         assert_eq!(notices[1].acknowledged_at, None);
         assert!(privacy_request(&db, Uuid::from_u128(42)).await.expect("read").is_none());
+        // Every request names token 99 (see `received`); none names 98.
+        let naming = privacy_requests_naming(&db, &[Uuid::from_u128(98), Uuid::from_u128(99)])
+            .await
+            .expect("read");
+        assert_eq!(
+            naming.iter().map(|(r, _)| r.request_id).collect::<Vec<_>>(),
+            [closed, late, extended, fresh]
+        );
+        assert_eq!(naming[0].1, notices, "with its notices");
+        assert!(privacy_requests_naming(&db, &[Uuid::from_u128(98)])
+            .await
+            .expect("read")
+            .is_empty());
 
         // One event per batch folds on from the rows (the stored request
         // and its notices) and must end exactly where one batch ends.

@@ -263,6 +263,18 @@ pub async fn customer(db: &ReadDb, token: Uuid) -> Result<Option<CustomerRow>, s
         .transpose()
 }
 
+/// The tokens merged into the customer `token` (chains are flattened, so
+/// these are all of them), by token; empty for a token nothing was merged
+/// into.
+pub async fn tokens_merged_into(db: &ReadDb, token: Uuid) -> Result<Vec<Uuid>, sqlx::Error> {
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT token FROM customer WHERE merged_into = $1 AND status = 'merged' ORDER BY token")
+            .bind(token.to_string())
+            .fetch_all(db.pool())
+            .await?;
+    rows.iter().map(|(t,)| uuid_of("token", t)).collect()
+}
+
 /// Where one golden value came from.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttributeLineage {

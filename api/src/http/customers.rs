@@ -134,7 +134,7 @@ pub fn gone(token: Uuid) -> Response {
     .into_response()
 }
 
-fn not_found(what: &'static str, field: &str) -> Response {
+pub(super) fn not_found(what: &'static str, field: &str) -> Response {
     Problem::new(StatusCode::NOT_FOUND, "Not found", format!("no {what} with that id"))
         .field(field)
         .into_response()
@@ -343,27 +343,30 @@ pub async fn get_overrides(
             let overrides: Vec<Value> = rows
                 .iter()
                 .filter(|o| principal.scopes.allows(&o.attribute))
-                .map(|o| {
-                    let value = serde_json::from_value::<mdm_domain::survivorship::GoldenValue>(o.value.clone())
-                        .map(|v| mdm_projections::changes::golden_value_json(&v))
-                        .unwrap_or(Value::Null);
-                    json!({
-                        "override_id": o.override_id,
-                        "set_on": o.token,
-                        "attribute": o.attribute,
-                        "value": value,
-                        "set_by": o.set_by,
-                        "reason": o.reason,
-                        "position": o.position,
-                        "expires_at": o.expires_at,
-                        "set_at": o.set_at,
-                    })
-                })
+                .map(override_doc)
                 .collect();
             Json(json!({"token": token, "version": c.version, "overrides": overrides})).into_response()
         }
         Err(e) => read_failed(&e),
     }
+}
+
+/// An override as the API shows it (its value as the golden record does).
+pub(super) fn override_doc(o: &query::OverrideRow) -> Value {
+    let value = serde_json::from_value::<mdm_domain::survivorship::GoldenValue>(o.value.clone())
+        .map(|v| mdm_projections::changes::golden_value_json(&v))
+        .unwrap_or(Value::Null);
+    json!({
+        "override_id": o.override_id,
+        "set_on": o.token,
+        "attribute": o.attribute,
+        "value": value,
+        "set_by": o.set_by,
+        "reason": o.reason,
+        "position": o.position,
+        "expires_at": o.expires_at,
+        "set_at": o.set_at,
+    })
 }
 
 /// Where each golden value came from: source record, version (log
@@ -390,23 +393,26 @@ pub async fn get_lineage(
             let attributes: Vec<Value> = rows
                 .iter()
                 .filter(|l| principal.scopes.allows(&l.attribute))
-                .map(|l| {
-                    json!({
-                        "attribute": l.attribute,
-                        "value": l.value.clone(),
-                        "record": l.record,
-                        "system": l.system,
-                        "source_position": l.source_position,
-                        "rule": l.rule,
-                        "rule_set": l.rule_set,
-                        "overridden_by": l.overridden_by,
-                    })
-                })
+                .map(lineage_doc)
                 .collect();
             Json(json!({"token": token, "version": c.version, "attributes": attributes})).into_response()
         }
         Err(e) => read_failed(&e),
     }
+}
+
+/// The lineage of one golden value as the API shows it.
+pub(super) fn lineage_doc(l: &query::AttributeLineage) -> Value {
+    json!({
+        "attribute": l.attribute,
+        "value": l.value.clone(),
+        "record": l.record,
+        "system": l.system,
+        "source_position": l.source_position,
+        "rule": l.rule,
+        "rule_set": l.rule_set,
+        "overridden_by": l.overridden_by,
+    })
 }
 
 /// Cursor and size of a page of log-ordered items.
@@ -450,27 +456,27 @@ pub async fn get_history(
                 rows.truncate(limit);
                 rows.last().map(|r| r.position)
             });
-            let items: Vec<Value> = rows
-                .iter()
-                .map(|h| {
-                    json!({
-                        "position": h.position,
-                        "seq": h.seq,
-                        "type": h.decision_type,
-                        "actor": {"kind": h.actor_kind, "id": h.actor},
-                        "reason": h.reason,
-                        "rule_set": h.rule_set,
-                        "record": h.record,
-                        "other_tokens": h.other_tokens,
-                        "explanation": h.explanation.clone(),
-                        "recorded_at": h.recorded_at,
-                    })
-                })
-                .collect();
+            let items: Vec<Value> = rows.iter().map(history_doc).collect();
             Json(json!({"token": token, "decisions": items, "next": next.flatten()})).into_response()
         }
         Err(e) => read_failed(&e),
     }
+}
+
+/// A decision as the history shows it: actor, reason and explanation.
+pub(super) fn history_doc(h: &query::HistoryRow) -> Value {
+    json!({
+        "position": h.position,
+        "seq": h.seq,
+        "type": h.decision_type,
+        "actor": {"kind": h.actor_kind, "id": h.actor},
+        "reason": h.reason,
+        "rule_set": h.rule_set,
+        "record": h.record,
+        "other_tokens": h.other_tokens,
+        "explanation": h.explanation.clone(),
+        "recorded_at": h.recorded_at,
+    })
 }
 
 /// The customer's source records as their systems sent them (latest
@@ -501,26 +507,36 @@ pub async fn get_source_records(
     if let Err(r) = active_customer(&state, token, "/source-records").await {
         return r;
     }
-    let records = match query::source_records_of(&state.read, token).await {
-        Ok(r) => r,
-        Err(e) => return read_failed(&e),
-    };
+    match source_record_docs(&state, token, params.versions.unwrap_or(false)).await {
+        Ok(out) => Json(json!({"token": token, "source_records": out})).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// The source records of the active customer `token` as
+/// `/source-records` shows them: each its latest version as received and,
+/// with `versions`, every version (raw payload, mapped attributes,
+/// position, time) and the customers it belonged to.
+pub(super) async fn source_record_docs(state: &AppState, token: Uuid, versions: bool) -> Result<Vec<Value>, Response> {
+    let records = query::source_records_of(&state.read, token)
+        .await
+        .map_err(|e| read_failed(&e))?;
     let mut out = Vec::with_capacity(records.len());
     for r in &records {
         let mut doc = serde_json::to_value(r).unwrap_or(Value::Null);
-        if params.versions.unwrap_or(false) {
-            match query::source_record_versions(&state.read, &r.record).await {
-                Ok(v) => doc["versions"] = serde_json::to_value(v).unwrap_or(Value::Null),
-                Err(e) => return read_failed(&e),
-            }
-            match query::source_record_customers(&state.read, &r.record).await {
-                Ok(v) => doc["customers"] = serde_json::to_value(v).unwrap_or(Value::Null),
-                Err(e) => return read_failed(&e),
-            }
+        if versions {
+            let v = query::source_record_versions(&state.read, &r.record)
+                .await
+                .map_err(|e| read_failed(&e))?;
+            doc["versions"] = serde_json::to_value(v).unwrap_or(Value::Null);
+            let c = query::source_record_customers(&state.read, &r.record)
+                .await
+                .map_err(|e| read_failed(&e))?;
+            doc["customers"] = serde_json::to_value(c).unwrap_or(Value::Null);
         }
         out.push(doc);
     }
-    Json(json!({"token": token, "source_records": out})).into_response()
+    Ok(out)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -5,6 +5,8 @@
 
 pub mod customers;
 pub mod erasure;
+// Privacy: the right-to-know export, for the compliance role.
+pub mod export;
 // Feed and webhooks (issue 6): `GET /v1/feed` and the webhook admin routes.
 pub mod feed;
 pub mod ingest;

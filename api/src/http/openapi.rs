@@ -27,7 +27,7 @@ use crate::auth::{require, Need};
         (name = "operations", description = "Metrics (admin); /health and /ready are open and outside /v1"),
         (name = "feed", description = "Customer changes as Server-Sent Events of CloudEvents (readers: within their field scopes)"),
         (name = "webhooks", description = "Webhook subscribers and their dead letters (admin)"),
-        (name = "privacy", description = "Privacy (compliance): the request ledger of CCPA erasure and right-to-know requests (due dates, one extension, notices) and erasure"),
+        (name = "privacy", description = "Privacy (compliance): the request ledger of CCPA erasure and right-to-know requests (due dates, one extension, notices), erasure and the right-to-know export"),
     )
 )]
 struct ApiDoc;
@@ -86,6 +86,12 @@ pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(
             OpenApiRouter::new()
                 .routes(routes!(super::erasure::erase))
+                .route_layer(guard(Need::Compliance)),
+        )
+        // Privacy: the right-to-know export.
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(super::export::export))
                 .route_layer(guard(Need::Compliance)),
         )
         .merge(ingest)
