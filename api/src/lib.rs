@@ -11,6 +11,8 @@
 //! - `webhooks`: webhook subscribers, signed delivery with retries and dead letters;
 //! - `privacy`: the privacy request ledger's commands (CCPA erasure and
 //!   right-to-know requests), shared by the HTTP API and `mdm privacy`;
+//! - `privacy_verify`: `mdm privacy verify`, the proof that an erasure left
+//!   nothing of the person (read models, a fresh rebuild, log, keys, logs);
 //! - `main.rs`: the `mdm` CLI (`serve`, `import`, `datagen`, `sources check`, `bench`).
 
 pub mod auth;
@@ -26,6 +28,8 @@ pub mod datagen;
 pub mod demo;
 pub mod http;
 pub mod privacy;
+// `mdm privacy verify`: the erasure proof.
+pub mod privacy_verify;
 pub mod sources;
 // Feed and webhooks (issue 6): webhook delivery.
 pub mod webhooks;

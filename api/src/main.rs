@@ -197,6 +197,23 @@ enum PrivacyCommand {
         #[command(subcommand)]
         what: RequestsCommand,
     },
+    /// Proves an erasure: searches a fresh rebuild of every read model, the
+    /// live read models, the event log's stored bytes, the key store and the
+    /// given log files for each personal string of the right-to-know export
+    /// made before the erasure. One JSON line per check (values are named by
+    /// their index, never shown), then a summary; exits 1 unless the token
+    /// is erased and nothing was found. On the embedded SQLite store, stop
+    /// `mdm serve` first (one process holds the log).
+    Verify {
+        /// The erased customer's token.
+        token: uuid::Uuid,
+        /// The export (`GET /v1/privacy/exports/{token}`) made before the erasure.
+        #[arg(long)]
+        export: PathBuf,
+        /// A file of the service's log output to search (repeat for several).
+        #[arg(long = "log")]
+        logs: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -371,6 +388,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Privacy {
             what: PrivacyCommand::Requests { what },
         } => privacy_requests(load_config(cli.config.as_deref())?, what).await,
+        Command::Privacy {
+            what: PrivacyCommand::Verify { token, export, logs },
+        } => privacy_verify(load_config(cli.config.as_deref())?, token, &export, &logs).await,
         Command::Bench {
             what: BenchCommand::Store(args),
         } => mdm_store::bench::run_store_bench(args).await,
@@ -732,6 +752,24 @@ async fn privacy_requests(config: Config, what: RequestsCommand) -> anyhow::Resu
     store.close().await;
     let request = result.with_context(|| format!("privacy request {id}"))?;
     print_json(&RequestDoc::of_request(&request, now))
+}
+
+async fn privacy_verify(
+    config: Config,
+    token: uuid::Uuid,
+    export: &std::path::Path,
+    logs: &[PathBuf],
+) -> anyhow::Result<()> {
+    let proof = mdm_api::privacy_verify::verify(&config, token, export, logs).await?;
+    for line in &proof.lines {
+        print_json(line)?;
+    }
+    if !proof.clean {
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 /// The ledger's read model, or a hint when the service never built it.

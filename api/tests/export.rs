@@ -162,65 +162,13 @@ async fn receiver() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     (port, got)
 }
 
-/// Every string leaf of a JSON value.
-fn strings(v: &Value, out: &mut Vec<String>) {
-    match v {
-        Value::String(s) => out.push(s.clone()),
-        Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
-        Value::Object(o) => o.values().for_each(|x| strings(x, out)),
-        _ => {}
-    }
-}
-
-/// The personal values of an export: every string of the raw payloads
-/// (each version) and of the golden values (attributes, lineage,
-/// overrides), of 4 characters or more, that is not a system name, an id
-/// or a token. Bare digit runs shorter than 8 are left out too: such runs
-/// turn up by chance in stored numbers (scores, times), so finding one
-/// proves nothing; the longer strings that hold them ("Evanston, IL
-/// 60201") are kept.
+/// The personal values of an export: the rule `mdm privacy verify` uses
+/// (`mdm_api::privacy_verify::personal_values`): every string of the raw
+/// payloads (each version) and of the golden values (attributes, lineage,
+/// overrides), of 4 characters or more, that is not a system name, an id,
+/// a token, a timestamp or a bare digit run shorter than 8.
 fn personal_values(export: &Value) -> BTreeSet<String> {
-    let mut all = Vec::new();
-    let mut excluded: BTreeSet<String> = BTreeSet::new();
-    for r in export["source_records"].as_array().expect("source records") {
-        for key in ["system", "source_id", "record"] {
-            if let Some(s) = r[key].as_str() {
-                excluded.insert(s.to_owned());
-            }
-        }
-        let mut raws = vec![r["raw"].clone()];
-        raws.extend(
-            r["versions"]
-                .as_array()
-                .expect("versions")
-                .iter()
-                .map(|v| v["raw"].clone()),
-        );
-        for raw in raws {
-            let text = raw.as_str().expect("a raw payload");
-            let parsed: Value = serde_json::from_str(text).expect("the raw payload is the JSON sent");
-            strings(&parsed, &mut all);
-        }
-    }
-    let golden = &export["golden_record"];
-    strings(&golden["attributes"], &mut all);
-    for l in golden["lineage"].as_object().expect("lineage").values() {
-        // The value as the engine stores it: tagged with its `kind` (the
-        // attribute's name, not personal).
-        let mut value = l["value"].clone();
-        if let Some(o) = value.as_object_mut() {
-            o.remove("kind");
-        }
-        strings(&value, &mut all);
-    }
-    for o in export["overrides"].as_array().expect("overrides") {
-        strings(&o["value"], &mut all);
-    }
-    let short_digits = |s: &str| s.len() < 8 && s.chars().all(|c| c.is_ascii_digit());
-    all.into_iter()
-        .filter(|s| s.chars().count() >= 4)
-        .filter(|s| !excluded.contains(s) && uuid::Uuid::parse_str(s).is_err() && !short_digits(s))
-        .collect()
+    mdm_api::privacy_verify::personal_values(export)
 }
 
 /// Where each value still is: SQLite, every file of the data folder;
