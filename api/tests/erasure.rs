@@ -187,6 +187,17 @@ async fn a_customer_is_erased_and_nothing_of_them_remains(backend: Backend) {
         addr: addr.clone(),
         http: client_with(&add_client(d.dir.path(), &env, "privacy-1", "compliance", None)),
     };
+    // A dealership reading the feed: it is told of the erasure and confirms.
+    let dealer = Api {
+        addr: addr.clone(),
+        http: client_with(&add_client(
+            d.dir.path(),
+            &env,
+            "dealer-feed",
+            "reader",
+            Some("name,phone"),
+        )),
+    };
 
     // The person: four records that match, one version changed.
     let mut token = None;
@@ -353,10 +364,24 @@ async fn a_customer_is_erased_and_nothing_of_them_remains(backend: Backend) {
     assert_eq!(result["overrides_erased"], 1, "{result}");
     assert_eq!(result["request_id"], request_id.to_string());
     // The ledger lists the three source systems as told.
-    assert_eq!(result["notices"].as_array().map(Vec::len), Some(3), "{result}");
+    assert_eq!(result["notices"].as_array().map(Vec::len), Some(4), "{result}");
+    let ack = format!("/v1/privacy/notices/{request_id}/acknowledge");
+    let (status, body) = dealer.post(&ack, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = dealer.post(&ack, json!({})).await;
+    assert_eq!((status, body["field"].as_str()), (409, Some("recipient")), "{body}");
+    let (status, body) = admin.post(&ack, json!({})).await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (422, Some("recipient")),
+        "not notified: {body}"
+    );
     let request = compliance
         .until(&format!("/v1/privacy/requests/{request_id}"), |s, b| {
-            s == 200 && b["notices"].as_array().is_some_and(|n| n.len() == 3)
+            s == 200
+                && b["notices"]
+                    .as_array()
+                    .is_some_and(|n| n.len() == 4 && n.iter().any(|n| n["acknowledged_by"] == "dealer-feed"))
         })
         .await;
     let mut told: Vec<String> = request["notices"]

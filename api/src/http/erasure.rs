@@ -33,7 +33,7 @@ use super::customers::bad_request;
 use super::problem::Problem;
 use super::steward::{body, command_problem, record_stream, SourceRef};
 use super::AppState;
-use crate::auth::Principal;
+use crate::auth::{Principal, Role};
 use crate::privacy::{self as ledger, Caller, Command as LedgerCommand};
 
 fn unprocessable(detail: &'static str, field: &str) -> Response {
@@ -257,6 +257,16 @@ pub async fn erase(
             Ok(subscribers) => recipients.extend(subscribers.into_iter().map(|s| Recipient::Webhook(s.id))),
             Err(error) => tracing::warn!(error = %error, "erasure: webhook subscribers not listed for notices"),
         }
+        // Reader clients may hold the person from the feed or the query API.
+        match state.clients.list().await {
+            Ok(clients) => recipients.extend(
+                clients
+                    .into_iter()
+                    .filter(|c| c.revoked_at.is_none() && c.role == Role::Reader)
+                    .map(|c| Recipient::FeedSubscriber(c.name)),
+            ),
+            Err(error) => tracing::warn!(error = %error, "erasure: API clients not listed for notices"),
+        }
         let caller = Caller {
             actor: Actor::Client(principal.client_id.to_string()),
             by: principal.name.clone(),
@@ -282,4 +292,34 @@ pub async fn erase(
         notices: notified,
     })
     .into_response()
+}
+
+/// A reader client confirms it deleted what it held of an erased customer
+/// (the notice it got from the feed or from the request ledger): the ledger
+/// records the acknowledgement of the client's own notice.
+#[utoipa::path(post, path = "/v1/privacy/notices/{request_id}/acknowledge", tag = "feed",
+    params(("request_id" = Uuid, Path, description = "The erasure request of the notice")),
+    responses(
+        (status = 200, description = "Acknowledged"),
+        (status = 404, description = "No such request", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Acknowledged already", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "This client was not notified", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
+pub async fn acknowledge_notice(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    super::problem::PathParam(request_id): super::problem::PathParam<Uuid>,
+) -> Response {
+    let caller = Caller {
+        actor: Actor::Client(principal.client_id.to_string()),
+        by: principal.name.clone(),
+    };
+    let command = LedgerCommand::Acknowledge {
+        recipient: Recipient::FeedSubscriber(principal.name.clone()),
+    };
+    match ledger::run(state.store.as_ref(), request_id, &command, &caller, chrono::Utc::now()).await {
+        Ok(_) => Json(serde_json::json!({"request_id": request_id, "acknowledged_by": principal.name})).into_response(),
+        Err(e) => super::privacy::failed(e),
+    }
 }

@@ -78,7 +78,11 @@ pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(admin)
         // Feed and webhooks (issue 6).
-        .merge(super::feed::routes().route_layer(guard(Need::Read)))
+        .merge(
+            super::feed::routes()
+                .routes(routes!(super::erasure::acknowledge_notice))
+                .route_layer(guard(Need::Read)),
+        )
         .merge(super::webhooks::routes().route_layer(guard(Need::Admin)))
         // Privacy: the request ledger.
         .merge(super::privacy::routes().route_layer(guard(Need::Compliance)))

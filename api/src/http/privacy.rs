@@ -187,7 +187,7 @@ fn internal(detail: &'static str) -> Response {
 }
 
 /// The problem for a command that was not applied.
-fn failed(e: PrivacyError) -> Response {
+pub(super) fn failed(e: PrivacyError) -> Response {
     let conflict = |title: &'static str, detail: String, field: &str| {
         Problem::new(StatusCode::CONFLICT, title, detail)
             .field(field)
