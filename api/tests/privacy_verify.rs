@@ -134,6 +134,29 @@ async fn an_erasure_is_proven(backend: Backend) {
         .expect("answers");
     assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap_or_default());
     export_until(&compliance, &addr, &erased, |s, _| s == 410).await;
+    // Every projection (not only the customers one) has applied the log.
+    let plain = reqwest::Client::new();
+    let mut caught_up = false;
+    for _ in 0..400 {
+        let ready: serde_json::Value = plain
+            .get(format!("http://{addr}/ready"))
+            .send()
+            .await
+            .expect("answers")
+            .json()
+            .await
+            .expect("json");
+        let head = ready["log_head"].as_u64();
+        caught_up = head.is_some()
+            && ready["projections"]
+                .as_array()
+                .is_some_and(|p| p.iter().all(|p| p["position"].as_u64() >= head));
+        if caught_up {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(caught_up, "the projections did not catch up");
     terminate(&mut child);
     let erased_file = d.dir.path().join("erased-export.json");
     std::fs::write(&erased_file, erased_export.to_string()).expect("write");
