@@ -390,8 +390,10 @@ async fn apply_batch(
         .await?;
     let apply_ms = started.elapsed().as_secs_f64() * 1e3 - open_ms;
     tx.commit().await?;
-    if events.iter().any(|e| e.event_type == "CustomerErased") {
-        // The purge's old page images must not linger in the WAL file.
+    if projection.opens_source_records() && events.iter().any(|e| e.event_type == "CustomerErased") {
+        // The purge's old page images must not linger in the WAL file (only
+        // the projections that open source records hold personal data; the
+        // others' checkpoint would copy the same WAL again).
         if let Err(error) = db.scrub().await {
             tracing::warn!(error = %error, "could not checkpoint the read models after an erasure");
         }
