@@ -115,59 +115,9 @@ fn stranger() -> Value {
            "email": "tomas.berg@example.test", "mobile": "+1 608 555 0123", "birthDate": "1971-02-14"})
 }
 
-/// Where each personal value still is: SQLite, every file of the data
-/// folder; PostgreSQL, every text, JSON and bytea column of the database.
+/// Where each personal value is still stored (see `common::stored_values`).
 async fn stored_values(backend: Backend, d: &Deployment) -> Vec<String> {
-    let mut found = Vec::new();
-    match backend {
-        Backend::Sqlite => {
-            let data = d.dir.path().join("mdm-data");
-            for entry in std::fs::read_dir(&data).expect("data dir") {
-                let path = entry.expect("entry").path();
-                let bytes = std::fs::read(&path).expect("read");
-                for v in PERSONAL {
-                    if bytes.windows(v.len()).any(|w| w == v.as_bytes()) {
-                        found.push(format!("{v} in {}", path.display()));
-                    }
-                }
-            }
-        }
-        Backend::Postgres => {
-            use sqlx::Row;
-            let url = &d.db.as_ref().expect("a database").url;
-            let pool = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(1)
-                .connect(url)
-                .await
-                .expect("connects");
-            let columns = sqlx::query(
-                "SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns \
-                 WHERE table_schema NOT IN ('pg_catalog', 'information_schema') \
-                 AND data_type IN ('text', 'character varying', 'json', 'jsonb', 'bytea')",
-            )
-            .fetch_all(&pool)
-            .await
-            .expect("columns");
-            assert!(columns.len() > 20, "{} columns", columns.len());
-            for c in columns {
-                let (schema, table, column, kind): (String, String, String, String) =
-                    (c.get(0), c.get(1), c.get(2), c.get(3));
-                let expr = if kind == "bytea" {
-                    format!("position(convert_to($1, 'UTF8') in \"{column}\") > 0")
-                } else {
-                    format!("strpos(\"{column}\"::text, $1) > 0")
-                };
-                for v in PERSONAL {
-                    let sql = format!("SELECT count(*) FROM \"{schema}\".\"{table}\" WHERE {expr}");
-                    let n: i64 = sqlx::query_scalar(&sql).bind(*v).fetch_one(&pool).await.expect("scan");
-                    if n > 0 {
-                        found.push(format!("{v} in {schema}.{table}.{column}"));
-                    }
-                }
-            }
-        }
-    }
-    found
+    common::stored_values(backend, d, PERSONAL).await
 }
 
 async fn a_customer_is_erased_and_nothing_of_them_remains(backend: Backend) {

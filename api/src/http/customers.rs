@@ -7,6 +7,7 @@
 // built once, on the failure path, and handed straight back to axum.
 #![allow(clippy::result_large_err)]
 
+pub use super::problem::bad_request;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -302,12 +303,6 @@ pub async fn search_customers(
         Err(query::SearchError::Unusable(field)) => bad_request(format!("the {field} given cannot be searched"), field),
         Err(query::SearchError::Db(e)) => read_failed(&e),
     }
-}
-
-pub fn bad_request(detail: impl Into<String>, field: &str) -> Response {
-    Problem::new(StatusCode::BAD_REQUEST, "Bad request", detail)
-        .field(field)
-        .into_response()
 }
 
 /// A page size within 1..=PAGE_MAX, or a 400 naming `limit`.

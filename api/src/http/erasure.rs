@@ -91,15 +91,6 @@ pub struct ErasureResult {
     pub notices: Vec<Recipient>,
 }
 
-macro_rules! try_or {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(r) => return r,
-        }
-    };
-}
-
 /// Erases a customer: its records' and overrides' keys are destroyed, the
 /// read models purge it, its token answers 410 for ever.
 #[utoipa::path(post, path = "/v1/privacy/erasures", tag = "privacy",

@@ -203,15 +203,6 @@ const CLIENT_BASIS: &str = "No per-request access log is kept. Listed: every API
      business's own operations (ingest sends data in; steward, compliance and admin administer it) and are not \
      listed.";
 
-macro_rules! try_or {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(r) => return r,
-        }
-    };
-}
-
 /// Everything held on a person (CCPA right to know), as one JSON document.
 #[utoipa::path(get, path = "/v1/privacy/exports/{token}", tag = "privacy",
     params(("token" = Uuid, Path, description = "The customer's token (a merged token exports the customer it was merged into)")),

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -44,7 +44,7 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::problem::Problem;
+use super::problem::{bad_request, Problem};
 use super::AppState;
 use crate::auth::{Principal, Scopes};
 
@@ -224,12 +224,6 @@ pub async fn get_feed(
     let stream = futures::stream::unfold(reader, Reader::next);
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(keep_alive))
-        .into_response()
-}
-
-fn bad_request(detail: impl Into<String>, field: &str) -> Response {
-    Problem::new(StatusCode::BAD_REQUEST, "Bad request", detail)
-        .field(field)
         .into_response()
 }
 

@@ -3,6 +3,17 @@
 //! `/v1/sources/{system}/pull` (per-customer REST sources, `pull.rs`).
 //! Errors are `application/problem+json` (`problem.rs`).
 
+/// Unwraps a helper's result, or returns the response it holds instead
+/// (helpers return the error response to answer as their error).
+macro_rules! try_or {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(r) => return r,
+        }
+    };
+}
+
 pub mod customers;
 pub mod erasure;
 // Privacy: the right-to-know export, for the compliance role.

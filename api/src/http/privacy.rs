@@ -26,14 +26,13 @@ use mdm_domain::metadata::Actor;
 use mdm_domain::privacy::{LedgerError, Recipient, RequestKind, Status};
 use mdm_projections::ledger_query::{self, LedgerCursor, LedgerFilter};
 use mdm_store::{AppendError, ReadError};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::problem::{PathParam, Problem};
+use super::problem::{bad_request, json_body as body, PathParam, Problem};
 use super::AppState;
 use crate::auth::Principal;
 use crate::privacy::{self as ledger, Caller, Command, PrivacyError, RequestDoc};
@@ -141,36 +140,6 @@ pub struct RequestPage {
     pub next: Option<String>,
 }
 
-fn bad_request(detail: impl Into<String>, field: &str) -> Response {
-    Problem::new(StatusCode::BAD_REQUEST, "Bad request", detail)
-        .field(field)
-        .into_response()
-}
-
-/// Parses a JSON body, naming the field at fault.
-fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Response> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.inner().to_string();
-        // serde names a missing or unknown field in backticks; never quote
-        // a value (bodies may carry personal data).
-        let field = if path == "." || path.is_empty() {
-            inner.split('`').nth(1).unwrap_or("body").to_owned()
-        } else {
-            path
-        };
-        let detail = if inner.starts_with("missing field") {
-            "a required field is missing"
-        } else if inner.starts_with("unknown field") {
-            "an unknown field was sent"
-        } else {
-            "the field is not of the expected type or form"
-        };
-        bad_request(detail, &field)
-    })
-}
-
 fn caller(p: &Principal) -> Caller {
     Caller {
         actor: Actor::Client(p.client_id.to_string()),
@@ -244,15 +213,6 @@ async fn ledger_tables_exist(state: &AppState) -> bool {
 fn read_failed(error: &dyn std::fmt::Display) -> Response {
     tracing::error!(error = %error, "privacy ledger read failed");
     Problem::unavailable("read-model database").into_response()
-}
-
-macro_rules! try_or {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(r) => return r,
-        }
-    };
 }
 
 /// Runs a command and answers with the request after it.

@@ -121,3 +121,35 @@ where
         }
     }
 }
+
+/// `400 Bad Request` naming `field`.
+pub fn bad_request(detail: impl Into<String>, field: &str) -> Response {
+    Problem::new(StatusCode::BAD_REQUEST, "Bad request", detail)
+        .field(field)
+        .into_response()
+}
+
+/// Parses a JSON body, naming the field at fault (never quoting a value:
+/// bodies carry personal data). The error is the response to answer.
+#[allow(clippy::result_large_err)]
+pub fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Response> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.inner().to_string();
+        // serde names a missing or unknown field in backticks.
+        let field = if path == "." || path.is_empty() {
+            inner.split('`').nth(1).unwrap_or("body").to_owned()
+        } else {
+            path
+        };
+        let detail = if inner.starts_with("missing field") {
+            "a required field is missing"
+        } else if inner.starts_with("unknown field") {
+            "an unknown field was sent"
+        } else {
+            "the field is not of the expected type or form"
+        };
+        bad_request(detail, &field)
+    })
+}

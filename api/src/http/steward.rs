@@ -137,26 +137,7 @@ pub struct CommandResult {
 
 /// Parses a JSON body, naming the field at fault.
 pub(super) fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Response> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.inner().to_string();
-        // serde names a missing or unknown field in backticks; never quote
-        // a value (bodies carry personal data).
-        let field = if path == "." || path.is_empty() {
-            inner.split('`').nth(1).unwrap_or("body").to_owned()
-        } else {
-            path
-        };
-        let detail = if inner.starts_with("missing field") {
-            "a required field is missing"
-        } else if inner.starts_with("unknown field") {
-            "an unknown field was sent"
-        } else {
-            "the field is not of the expected type or form"
-        };
-        bad_request(detail, &field)
-    })
+    super::problem::json_body(bytes)
 }
 
 fn reason(text: &str) -> Result<String, Response> {
@@ -290,15 +271,6 @@ pub(super) fn record_stream(state: &AppState, r: &SourceRef, field: &str) -> Res
         return Err(bad_request("source_id is empty", &format!("{field}.source_id")));
     }
     Ok(state.ingestor.stream_of(&r.system, &r.source_id))
-}
-
-macro_rules! try_or {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(r) => return r,
-        }
-    };
 }
 
 /// Merges `absorbed` into this customer.

@@ -294,3 +294,59 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// Where each of `values` is still stored: SQLite, every file of the data
+/// folder as bytes; PostgreSQL, every text, JSON and bytea column of every
+/// schema of the deployment's database. One entry per value and place.
+pub async fn stored_values<V: AsRef<str>>(backend: Backend, d: &Deployment, values: &[V]) -> Vec<String> {
+    let mut found = Vec::new();
+    match backend {
+        Backend::Sqlite => {
+            let data = d.dir.path().join("mdm-data");
+            for entry in std::fs::read_dir(&data).expect("data dir") {
+                let path = entry.expect("entry").path();
+                let bytes = std::fs::read(&path).expect("read");
+                for v in values.iter().map(AsRef::as_ref) {
+                    if bytes.windows(v.len()).any(|w| w == v.as_bytes()) {
+                        found.push(format!("{v} in {}", path.display()));
+                    }
+                }
+            }
+        }
+        Backend::Postgres => {
+            use sqlx::Row;
+            let url = &d.db.as_ref().expect("a database").url;
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(url)
+                .await
+                .expect("connects");
+            let columns = sqlx::query(
+                "SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns \
+                 WHERE table_schema NOT IN ('pg_catalog', 'information_schema') \
+                 AND data_type IN ('text', 'character varying', 'json', 'jsonb', 'bytea')",
+            )
+            .fetch_all(&pool)
+            .await
+            .expect("columns");
+            assert!(columns.len() > 20, "{} columns", columns.len());
+            for c in columns {
+                let (schema, table, column, kind): (String, String, String, String) =
+                    (c.get(0), c.get(1), c.get(2), c.get(3));
+                let expr = if kind == "bytea" {
+                    format!("position(convert_to($1, 'UTF8') in \"{column}\") > 0")
+                } else {
+                    format!("strpos(\"{column}\"::text, $1) > 0")
+                };
+                for v in values.iter().map(AsRef::as_ref) {
+                    let sql = format!("SELECT count(*) FROM \"{schema}\".\"{table}\" WHERE {expr}");
+                    let n: i64 = sqlx::query_scalar(&sql).bind(v).fetch_one(&pool).await.expect("scan");
+                    if n > 0 {
+                        found.push(format!("{v} in {schema}.{table}.{column}"));
+                    }
+                }
+            }
+        }
+    }
+    found
+}
