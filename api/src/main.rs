@@ -197,6 +197,16 @@ enum PrivacyCommand {
         #[command(subcommand)]
         what: RequestsCommand,
     },
+    /// Records of erased people that a source sent again ("erased at source
+    /// pending"): list them, or decide one (suppress: it stays erased;
+    /// release: its next re-send is captured as a new record).
+    ///
+    /// list reads the read models; decide appends to the event log directly
+    /// (on the embedded SQLite store, stop `mdm serve` first).
+    Holds {
+        #[command(subcommand)]
+        what: HoldsCommand,
+    },
     /// Proves an erasure: searches a fresh rebuild of every read model, the
     /// live read models, the event log's stored bytes, the key store and the
     /// given log files for each personal string of the right-to-know export
@@ -284,6 +294,39 @@ enum RequestsCommand {
         #[arg(long, default_value = "operator")]
         by: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum HoldsCommand {
+    /// Lists holds, oldest first (one JSON line each).
+    List {
+        /// Only holds in this state.
+        #[arg(long, value_enum)]
+        state: Option<HoldStateArg>,
+    },
+    /// Decides a pending hold, with a reason (no personal data).
+    Decide {
+        id: uuid::Uuid,
+        #[arg(long, value_enum)]
+        decision: HoldDecisionArg,
+        #[arg(long)]
+        reason: String,
+        #[arg(long, default_value = "operator")]
+        by: String,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum HoldStateArg {
+    Pending,
+    Suppressed,
+    Released,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum HoldDecisionArg {
+    Suppress,
+    Release,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -388,6 +431,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Privacy {
             what: PrivacyCommand::Requests { what },
         } => privacy_requests(load_config(cli.config.as_deref())?, what).await,
+        Command::Privacy {
+            what: PrivacyCommand::Holds { what },
+        } => privacy_holds(load_config(cli.config.as_deref())?, what).await,
         Command::Privacy {
             what: PrivacyCommand::Verify { token, export, logs },
         } => privacy_verify(load_config(cli.config.as_deref())?, token, &export, &logs).await,
@@ -754,6 +800,57 @@ async fn privacy_requests(config: Config, what: RequestsCommand) -> anyhow::Resu
     print_json(&RequestDoc::of_request(&request, now))
 }
 
+async fn privacy_holds(config: Config, what: HoldsCommand) -> anyhow::Result<()> {
+    use mdm_api::privacy::{Caller, HoldDoc};
+    use mdm_domain::privacy::hold::HoldDecision;
+    use mdm_projections::ledger_query::{privacy_hold, privacy_holds, LEDGER_PAGE_MAX};
+    let db = ledger_read_model(&config).await?;
+    match what {
+        HoldsCommand::List { state } => {
+            let state = state.map(|s| match s {
+                HoldStateArg::Pending => "pending",
+                HoldStateArg::Suppressed => "suppressed",
+                HoldStateArg::Released => "released",
+            });
+            let mut after = None;
+            loop {
+                let page = privacy_holds(&db, state, after, LEDGER_PAGE_MAX).await?;
+                let Some(last) = page.last() else { break };
+                after = Some((last.held_at, last.hold_id));
+                for row in &page {
+                    print_json(&HoldDoc::of_row(row))?;
+                }
+            }
+            db.close().await;
+            Ok(())
+        }
+        HoldsCommand::Decide {
+            id,
+            decision,
+            reason,
+            by,
+        } => {
+            let hold = privacy_hold(&db, id).await?;
+            db.close().await;
+            let hold = hold.with_context(|| format!("no hold {id} in the read models"))?;
+            let decision = match decision {
+                HoldDecisionArg::Suppress => HoldDecision::Suppress,
+                HoldDecisionArg::Release => HoldDecision::Release,
+            };
+            let ingestor = open_ingestor(&config).await?;
+            let caller = Caller {
+                actor: Actor::Operator,
+                by,
+            };
+            let result =
+                mdm_api::privacy::decide_hold(&ingestor, &hold, decision, &reason, &caller, chrono::Utc::now()).await;
+            ingestor.store().close().await;
+            result.with_context(|| format!("hold {id}"))?;
+            print_json(&serde_json::json!({"hold_id": id, "state": decision.as_str()}))
+        }
+    }
+}
+
 async fn privacy_verify(
     config: Config,
     token: uuid::Uuid,
@@ -851,6 +948,7 @@ fn print_request_table(docs: &[mdm_api::privacy::RequestDoc]) {
 async fn privacy_show(config: Config, id: uuid::Uuid) -> anyhow::Result<()> {
     let db = ledger_read_model(&config).await?;
     let found = mdm_projections::ledger_query::privacy_request(&db, id).await?;
+    let holds = mdm_projections::ledger_query::privacy_holds_of(&db, id).await?;
     db.close().await;
     let (row, notices) = found.with_context(|| {
         format!(
@@ -858,11 +956,9 @@ async fn privacy_show(config: Config, id: uuid::Uuid) -> anyhow::Result<()> {
              once it runs)"
         )
     })?;
-    print_json(&mdm_api::privacy::RequestDoc::of_row(
-        &row,
-        Some(&notices),
-        chrono::Utc::now(),
-    ))
+    let mut doc = mdm_api::privacy::RequestDoc::of_row(&row, Some(&notices), chrono::Utc::now());
+    doc.holds = Some(holds.iter().map(mdm_api::privacy::HoldDoc::of_row).collect());
+    print_json(&doc)
 }
 
 #[allow(clippy::print_stdout)]

@@ -15,10 +15,12 @@
 //! both call these functions, and both show a request as a [`RequestDoc`].
 
 use chrono::{DateTime, SubsecRound, Utc};
+use mdm_commands::ingest::{IngestError, Ingestor};
 use mdm_domain::metadata::{Actor, EventMetadata};
+use mdm_domain::privacy::hold::{self, HoldDecision, HoldError, HoldEvent};
 use mdm_domain::privacy::{self, LedgerError, LedgerEvent, Notice, Recipient, Request, RequestKind, SCHEMA_VERSION};
 use mdm_projections::ledger::recipient_parts;
-use mdm_projections::ledger_query::{PrivacyNoticeRow, PrivacyRequestRow};
+use mdm_projections::ledger_query::{PrivacyHoldRow, PrivacyNoticeRow, PrivacyRequestRow};
 use mdm_store::{AppendError, Direction, EventStore, ExpectedVersion, Json, NewEvent, ReadError, StreamStart};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -116,6 +118,10 @@ pub struct RequestDoc {
     /// The notices sent, in order (absent in lists).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notices: Option<Vec<NoticeDoc>>,
+    /// Records of the erased person that a source sent again after the
+    /// erasure, held for a decision (absent in lists).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holds: Option<Vec<HoldDoc>>,
 }
 
 /// A recipient of a notice.
@@ -186,6 +192,7 @@ impl RequestDoc {
             closed_at: r.closed_at,
             retained_until: r.retained_until(),
             notices: Some(r.notices.iter().map(NoticeDoc::of).collect()),
+            holds: None,
         }
     }
 
@@ -219,6 +226,7 @@ impl RequestDoc {
                     })
                     .collect()
             }),
+            holds: None,
         }
     }
 }
@@ -383,6 +391,135 @@ async fn append(
         Err(AppendError::Conflict { .. }) => Err(PrivacyError::Conflict),
         Err(e) => Err(PrivacyError::Append(e)),
     }
+}
+
+/// A record of an erased person that its source sent again, held for a
+/// compliance decision ("erased at source pending").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct HoldDoc {
+    pub hold_id: Uuid,
+    /// The source system that still sends the record.
+    pub system: String,
+    /// The customer erased, when known.
+    pub token: Option<Uuid>,
+    /// The erasure's privacy request, when it named one.
+    pub request_id: Option<Uuid>,
+    /// When the record arrived again.
+    pub held_at: DateTime<Utc>,
+    /// `pending`, `suppressed` (stays erased; re-sends store nothing) or
+    /// `released` (the next re-send is captured as a new record).
+    pub state: String,
+    /// Pending: the source system must be told to delete the record, and a
+    /// compliance user must decide.
+    pub source_must_be_told: bool,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub reason: Option<String>,
+}
+
+impl HoldDoc {
+    pub fn of_row(r: &PrivacyHoldRow) -> HoldDoc {
+        HoldDoc {
+            hold_id: r.hold_id,
+            system: r.system.clone(),
+            token: r.token,
+            request_id: r.request_id,
+            held_at: r.held_at,
+            state: r.state.clone(),
+            source_must_be_told: r.state == "pending",
+            decided_by: r.decided_by.clone(),
+            decided_at: r.decided_at,
+            reason: r.reason.clone(),
+        }
+    }
+}
+
+/// Why a hold decision was not applied. Nothing was appended in any case.
+#[derive(Debug, thiserror::Error)]
+pub enum HoldCommandError {
+    /// The hold's rules refuse it (HTTP 409; 400 for a missing reason).
+    #[error(transparent)]
+    Refused(#[from] HoldError),
+    /// The reason is too long (HTTP 400).
+    #[error("reason: at most {TEXT_MAX} characters")]
+    TooLong,
+    /// The hold changed between reading and appending (HTTP 409).
+    #[error("the hold changed concurrently; nothing was applied")]
+    Conflict,
+    /// The event store failed (HTTP 503 or 500).
+    #[error("the event store did not take the decision")]
+    Append(#[source] AppendError),
+    /// The hold's stream could not be read (HTTP 503).
+    #[error("the hold could not be read")]
+    Read(#[source] IngestError),
+}
+
+/// Decides a pending hold: `Suppress` keeps the record erased (re-sends
+/// store nothing); `Release` lets the next re-send be captured as a new
+/// record under a successor stream. Reads the hold's stream (the read
+/// model only named it), lets the domain decide, appends at the version
+/// read. A suppression also records, on the erasure's request, that the
+/// source system was told.
+pub async fn decide_hold(
+    ingestor: &Ingestor,
+    hold: &PrivacyHoldRow,
+    decision: HoldDecision,
+    reason: &str,
+    caller: &Caller,
+    now: DateTime<Utc>,
+) -> Result<HoldEvent, HoldCommandError> {
+    if reason.trim().chars().count() > TEXT_MAX {
+        return Err(HoldCommandError::TooLong);
+    }
+    let now = ledger_time(now);
+    let (state, version) = ingestor
+        .hold_state(&hold.record)
+        .await
+        .map_err(HoldCommandError::Read)?;
+    let event = hold::decide(
+        &state,
+        hold.hold_id,
+        decision,
+        &caller.by,
+        reason,
+        || ingestor.successor_of(&hold.system, &hold.record),
+        now,
+    )?;
+    let command_id = Uuid::now_v7();
+    let metadata = EventMetadata {
+        occurred_at: now,
+        actor: caller.actor.clone(),
+        correlation_id: command_id,
+        causation_id: None,
+        schema_version: hold::SCHEMA_VERSION,
+        key_id: None,
+    };
+    let encode = |e: serde_json::Error| HoldCommandError::Append(AppendError::Internal(Box::new(e)));
+    let new = NewEvent::new(
+        command_id,
+        event.event_type(),
+        Json::encode(&event).map_err(encode)?,
+        Json::encode(&metadata).map_err(encode)?,
+    );
+    let expected = version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+    match ingestor
+        .store()
+        .append(&hold::stream(&hold.record), expected, vec![new])
+        .await
+    {
+        Ok(_) => {}
+        Err(AppendError::Conflict { .. }) => return Err(HoldCommandError::Conflict),
+        Err(e) => return Err(HoldCommandError::Append(e)),
+    }
+    if let (HoldDecision::Suppress, Some(request_id)) = (decision, hold.request_id) {
+        let notify = Command::Notify {
+            recipient: Recipient::SourceSystem(hold.system.clone()),
+        };
+        if let Err(error) = run(ingestor.store().as_ref(), request_id, &notify, caller, now).await {
+            tracing::warn!(error = %error, "hold suppressed; the notice to its source system was not recorded");
+        }
+    }
+    Ok(event)
 }
 
 #[cfg(test)]

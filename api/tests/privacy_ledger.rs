@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use common::{add_client, client_with, start, terminate, Backend, Deployment};
+use common::{add_client, client_with, json_lines, mdm, start, terminate, Backend, Deployment};
 use mdm_api::privacy::{self, Caller, Command};
 use mdm_domain::metadata::Actor;
 use mdm_domain::privacy::RequestKind;
@@ -453,26 +453,6 @@ async fn a_request_received_50_days_ago_is_overdue(backend: Backend) {
     })
     .await;
     assert!(terminate(&mut child).success());
-}
-
-/// Runs `mdm` with `args` in the deployment's folder.
-fn mdm(d: &Deployment, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_mdm"))
-        .args(args)
-        .current_dir(d.dir.path())
-        .env_clear()
-        .env("MDM_LOG", "warn")
-        .envs(env.iter().copied())
-        .output()
-        .expect("mdm runs")
-}
-
-fn json_lines(out: &std::process::Output) -> Vec<Value> {
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect()
 }
 
 /// `mdm privacy requests add` appends to the log; once `mdm serve` has

@@ -26,6 +26,7 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 use mdm_domain::metadata::{anchored_event_id, deterministic_event_id, Actor, EventMetadata};
+use mdm_domain::privacy::hold::{self, HoldEvent, HoldState, Resend};
 use mdm_domain::source::{map_record, SourceDefinition, SourceDefinitions};
 use mdm_domain::source_record::{
     self, decide, Decision, Incoming, RecordState, RetractionContent, RetractionReason, SourceOrder,
@@ -86,8 +87,13 @@ pub enum Outcome {
     /// Nothing to do (a deletion of a record we never had or already
     /// retracted, a change-data-capture tombstone).
     Ignored { reason: String },
-    /// The record belongs to a person who was erased: nothing stored.
+    /// The record belongs to a person who was erased: nothing stored (a
+    /// re-send after a compliance user suppressed the hold, or a deletion).
     Erased,
+    /// The record belongs to a person who was erased and its source still
+    /// sends it: nothing of it is stored; the hold waits for a compliance
+    /// decision (the request ledger lists it). Re-sends answer the same hold.
+    Held { hold_id: Uuid },
     /// The record could not be read or mapped: nothing stored.
     Rejected {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -130,6 +136,7 @@ pub struct Tally {
     pub retracted: u64,
     pub ignored: u64,
     pub erased: u64,
+    pub held: u64,
     pub rejected: u64,
 }
 
@@ -143,6 +150,7 @@ impl Tally {
             Outcome::Retracted { .. } => &mut self.retracted,
             Outcome::Ignored { .. } => &mut self.ignored,
             Outcome::Erased => &mut self.erased,
+            Outcome::Held { .. } => &mut self.held,
             Outcome::Rejected { .. } => &mut self.rejected,
         };
         *slot += 1;
@@ -156,6 +164,7 @@ impl Tally {
             + self.retracted
             + self.ignored
             + self.erased
+            + self.held
             + self.rejected
     }
 }
@@ -236,6 +245,113 @@ impl Ingestor {
             .naming_key()
             .mac(&[b"source-record", system.as_bytes(), source_id.as_bytes()]);
         source_record::stream_name(system, &mac[..16])
+    }
+
+    /// The stream a released record of an erased person is captured under
+    /// from now on: a keyed pseudonym of the erased stream, so it can be
+    /// derived without the source id, and names nothing.
+    pub fn successor_of(&self, system: &str, record_stream: &str) -> String {
+        let mac = self
+            .keys
+            .naming_key()
+            .mac(&[b"released-record", system.as_bytes(), record_stream.as_bytes()]);
+        source_record::stream_name(system, &mac[..16])
+    }
+
+    /// Where a record's hold stands (`erased-hold-<stream>`), with the hold
+    /// stream's last version.
+    pub async fn hold_state(&self, record_stream: &str) -> Result<(HoldState, Option<u64>), IngestError> {
+        let last = self
+            .store
+            .read_last_events(&[hold::stream(record_stream)])
+            .await?
+            .into_iter()
+            .next()
+            .flatten();
+        let Some(event) = last else {
+            return Ok((HoldState::None, None));
+        };
+        let e: HoldEvent = event
+            .data
+            .decode()
+            .map_err(|e| IngestError::Append(AppendError::Internal(Box::new(e))))?;
+        Ok((HoldState::after(Some(&e)), Some(event.version)))
+    }
+
+    /// The stream (system, source id) is held under now: its first stream,
+    /// or, once a compliance user released it after an erasure, its
+    /// successor (followed as far as releases go).
+    pub async fn current_stream(&self, system: &str, source_id: &str) -> Result<String, IngestError> {
+        let mut stream = self.stream_of(system, source_id);
+        for _ in 0..hold::MAX_SUCCESSORS {
+            match self.hold_state(&stream).await?.0 {
+                HoldState::Released { successor } => stream = successor,
+                _ => break,
+            }
+        }
+        Ok(stream)
+    }
+
+    /// A record of an erased person arrives again (its key is destroyed):
+    /// hold it for a compliance decision, answer the pending hold, refuse
+    /// it when suppressed, or follow a release to its successor stream
+    /// (then the record is decided again there: `Err` with it).
+    async fn resent(
+        &self,
+        system: &str,
+        mut p: Pending,
+        ctx: &IngestContext,
+    ) -> Result<Result<Outcome, Pending>, IngestError> {
+        let (state, version) = self.hold_state(&p.stream).await?;
+        let upsert = !matches!(p.op, ChangeOp::Delete);
+        match hold::on_resend(&state) {
+            Resend::Follow(successor) if p.attempts < hold::MAX_SUCCESSORS + MAX_ATTEMPTS => {
+                let subjects = [successor.clone()];
+                p.key = if upsert {
+                    self.keys.get_or_create(&subjects).await?.pop().map(|l| l.key)
+                } else {
+                    self.keys.find(&subjects).await?.pop().flatten()
+                };
+                p.stream = successor;
+                p.fresh = false;
+                p.prebuilt = None;
+                p.attempts += 1;
+                Ok(Err(p))
+            }
+            Resend::Follow(_) | Resend::Refuse => Ok(Ok(Outcome::Erased)),
+            // The source deleting a record of an erased person is what it
+            // was told to do: nothing to hold.
+            _ if !upsert => Ok(Ok(Outcome::Erased)),
+            Resend::Pending(hold_id) => Ok(Ok(Outcome::Held { hold_id })),
+            Resend::Hold => {
+                let hold_id = Uuid::now_v7();
+                let event = HoldEvent::RecordHeld {
+                    hold_id,
+                    system: system.to_owned(),
+                    record: p.stream.clone(),
+                    at: ctx.occurred_at,
+                };
+                let meta = EventMetadata {
+                    schema_version: hold::SCHEMA_VERSION,
+                    ..metadata(ctx, None)
+                };
+                let new = NewEvent::new(hold_id, event.event_type(), encode(&event)?, encode(&meta)?);
+                let expected = version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+                match self.store.append(&hold::stream(&p.stream), expected, vec![new]).await {
+                    Ok(_) => {
+                        tracing::info!(system = %system, "a record of an erased person was re-sent: held");
+                        Ok(Ok(Outcome::Held { hold_id }))
+                    }
+                    // Another copy held it first (or a decision landed):
+                    // decide again.
+                    Err(AppendError::Conflict { .. }) if p.attempts + 1 < MAX_ATTEMPTS => {
+                        p.attempts += 1;
+                        Ok(Err(p))
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+        }
     }
 
     /// Ingests a batch of records of `system`. The answer has one outcome
@@ -355,7 +471,7 @@ impl Ingestor {
         let def = self.sources.get(&batch.system).ok_or(IngestError::UnknownSystem)?;
         let PreparedBatch {
             locators,
-            streams,
+            mut streams,
             mut outcomes,
             mut pending,
             ..
@@ -368,6 +484,8 @@ impl Ingestor {
                 pending.into_iter().partition(|p| seen.insert(p.stream.clone()));
             pending = later;
             for retry in self.run_round(def, round, ctx, &mut outcomes).await? {
+                // A released record moves to its successor stream.
+                streams[retry.index] = Some(retry.stream.clone());
                 pending.push(retry);
             }
         }
@@ -447,6 +565,7 @@ impl Ingestor {
         let read = started.elapsed();
         let records = round.len();
         let mut appends = Vec::new();
+        let mut resent = Vec::new();
         for (mut p, last) in round.into_iter().zip(last) {
             if let Some(event) = p.prebuilt.take() {
                 appends.push((p, ExpectedVersion::NoStream, Decision::Capture, event));
@@ -498,7 +617,10 @@ impl Ingestor {
                 Decision::NothingToRetract => Some(Outcome::Ignored {
                     reason: "the source deleted a record that is not held".into(),
                 }),
-                Decision::Erased => Some(Outcome::Erased),
+                Decision::Erased => {
+                    resent.push(p);
+                    continue;
+                }
                 Decision::Capture | Decision::Change | Decision::Retract => None,
             };
             if let Some(outcome) = outcome {
@@ -536,6 +658,13 @@ impl Ingestor {
         );
 
         let mut retry = Vec::new();
+        for p in resent {
+            let index = p.index;
+            match self.resent(&def.system, p, ctx).await? {
+                Ok(outcome) => outcomes[index] = Some(outcome),
+                Err(p) => retry.push(p),
+            }
+        }
         for (mut p, decision, result) in results {
             match result {
                 Ok(done) => {
@@ -596,6 +725,16 @@ impl Ingestor {
             .into_iter()
             .filter(|(stream, (_, held))| *held && !present.contains(stream))
             .map(|(stream, (version, _))| (stream, version))
+            .collect();
+        // An erased person's record is not held by anyone any more: there
+        // is nothing to retract.
+        let subjects: Vec<String> = missing.iter().map(|(stream, _)| stream.clone()).collect();
+        let keys = self.keys.find(&subjects).await?;
+        let missing: Vec<(String, u64)> = missing
+            .into_iter()
+            .zip(keys)
+            .filter(|(_, key)| !matches!(key, Some(SubjectKey::Destroyed { .. })))
+            .map(|(missing, _)| missing)
             .collect();
         let store = &self.store;
         let results: Vec<Result<AppendOutcome, AppendError>> = stream::iter(missing)

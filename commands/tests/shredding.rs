@@ -123,12 +123,30 @@ async fn destroying_a_records_key_erases_it_from_every_replay() {
     let rebuilt = replay(store.as_ref(), &SourceRecordOpener::new(keys.clone(), 1000)).await;
     assert_eq!(rebuilt, after);
 
-    // The source sends Boris again: nothing is stored, the answer says why.
+    // The source sends Boris again: nothing of him is stored; the record is
+    // held for a compliance decision (one hold event, no personal data),
+    // and a second re-send answers the same hold and appends nothing.
     let head = store.head().await.expect("head");
     let again = ingestor
         .ingest("loyalty", csv("L-2,Boris Umbrage,boris.u@example.test\n"), &ctx)
         .await
         .expect("ingest");
-    assert_eq!(again[0].outcome, Outcome::Erased);
+    let Outcome::Held { hold_id } = again[0].outcome else {
+        panic!("held: {:?}", again[0].outcome)
+    };
+    let held = store.read_all(head, 10).await.expect("read");
+    assert_eq!(held.len(), 1, "one hold event");
+    assert_eq!(held[0].event_type, "RecordHeld");
+    let text = String::from_utf8_lossy(held[0].data.as_bytes()).into_owned();
+    assert!(
+        !text.contains("Boris") && !text.contains("L-2") && !text.contains("boris"),
+        "{text}"
+    );
+    let head = store.head().await.expect("head");
+    let third = ingestor
+        .ingest("loyalty", csv("L-2,Boris Umbrage,boris.u@example.test\n"), &ctx)
+        .await
+        .expect("ingest");
+    assert_eq!(third[0].outcome, Outcome::Held { hold_id });
     assert_eq!(store.head().await.expect("head"), head, "nothing appended");
 }

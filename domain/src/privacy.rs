@@ -13,6 +13,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub mod hold;
+
 /// Streams of requests are named `privacy-request-<request id>`.
 pub const STREAM_PREFIX: &str = "privacy-request-";
 

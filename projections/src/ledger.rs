@@ -15,18 +15,26 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use mdm_domain::privacy::hold::{self, HoldEvent};
 use mdm_domain::privacy::{LedgerEvent, Notice, Recipient, Request, RequestKind, Status, STREAM_PREFIX};
+use mdm_domain::resolution::events::{Decision, RESOLUTION_STREAM};
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
 use crate::db::{execute_rows, fit, parse_time, time_text, to_i64, Dialect, Value};
+use crate::decision::decode_decision;
 use crate::runner::{Batch, Names, Projection, ProjectionError};
 
 /// The privacy request ledger's read model.
 #[derive(Debug, Default)]
 pub struct LedgerProjection;
 
-const TABLES: &[&str] = &["privacy_request", "privacy_notice"];
+const TABLES: &[&str] = &[
+    "privacy_request",
+    "privacy_notice",
+    "privacy_erased_record",
+    "privacy_hold",
+];
 
 const POSTGRES: &[&str] = &[
     "CREATE TABLE privacy_request{s} (
@@ -84,6 +92,46 @@ const POSTGRES: &[&str] = &[
     "COMMENT ON COLUMN privacy_notice{s}.notified_at IS 'When the recipient was first told (a second notice keeps the first time)'",
     "COMMENT ON COLUMN privacy_notice{s}.acknowledged_at IS 'When the recipient confirmed it acted; null until then'",
     "COMMENT ON COLUMN privacy_notice{s}.acknowledged_by IS 'Who recorded the acknowledgement'",
+    "CREATE TABLE privacy_erased_record{s} (
+        record text PRIMARY KEY,
+        token text NOT NULL,
+        request_id text,
+        position bigint NOT NULL
+    )",
+    "COMMENT ON TABLE privacy_erased_record{s} IS 'Every source record an erasure destroyed the keys of, and the request it fulfilled: where a hold of a re-sent record is filed'",
+    "COMMENT ON COLUMN privacy_erased_record{s}.record IS 'The record''s pseudonymous stream'",
+    "COMMENT ON COLUMN privacy_erased_record{s}.token IS 'The customer erased'",
+    "COMMENT ON COLUMN privacy_erased_record{s}.request_id IS 'The privacy request the erasure fulfilled, when it named one'",
+    "COMMENT ON COLUMN privacy_erased_record{s}.position IS 'Global log position of the CustomerErased decision'",
+    "CREATE TABLE privacy_hold{s} (
+        hold_id text PRIMARY KEY,
+        record text NOT NULL,
+        system text NOT NULL,
+        token text,
+        request_id text,
+        held_at text NOT NULL,
+        state text NOT NULL,
+        decided_by text,
+        decided_at text,
+        reason text,
+        successor text,
+        position bigint NOT NULL
+    )",
+    "COMMENT ON TABLE privacy_hold{s} IS 'Records of erased people that a source system sent again (erased at source pending): nothing of them is stored; the source must be told and a compliance user decides'",
+    "COMMENT ON COLUMN privacy_hold{s}.hold_id IS 'Id of the hold'",
+    "COMMENT ON COLUMN privacy_hold{s}.record IS 'The erased record''s pseudonymous stream'",
+    "COMMENT ON COLUMN privacy_hold{s}.system IS 'The source system that sent it again: it must be told to delete it'",
+    "COMMENT ON COLUMN privacy_hold{s}.token IS 'The customer erased (null when the erasure is older than this read model knows)'",
+    "COMMENT ON COLUMN privacy_hold{s}.request_id IS 'The privacy request of the erasure, when it named one'",
+    "COMMENT ON COLUMN privacy_hold{s}.held_at IS 'When the record arrived again (RFC 3339, UTC)'",
+    "COMMENT ON COLUMN privacy_hold{s}.state IS 'pending, suppressed (stays erased; re-sends store nothing) or released (the next re-send is a new record)'",
+    "COMMENT ON COLUMN privacy_hold{s}.decided_by IS 'The compliance user who decided'",
+    "COMMENT ON COLUMN privacy_hold{s}.decided_at IS 'When'",
+    "COMMENT ON COLUMN privacy_hold{s}.reason IS 'Why (free text of the compliance user)'",
+    "COMMENT ON COLUMN privacy_hold{s}.successor IS 'For a release: the pseudonymous stream the record is captured under from then on'",
+    "COMMENT ON COLUMN privacy_hold{s}.position IS 'Global log position of the hold''s last event applied'",
+    "CREATE INDEX privacy_hold_g{g}_request ON privacy_hold{s} (request_id)",
+    "CREATE INDEX privacy_hold_g{g}_state ON privacy_hold{s} (state, held_at, hold_id)",
 ];
 
 // SQLite has no COMMENT: the PostgreSQL comments above document both.
@@ -118,6 +166,28 @@ const SQLITE: &[&str] = &[
         acknowledged_by text,
         PRIMARY KEY (request_id, recipient_kind, recipient_id)
     ) WITHOUT ROWID",
+    "CREATE TABLE privacy_erased_record{s} (
+        record text PRIMARY KEY,
+        token text NOT NULL,
+        request_id text,
+        position integer NOT NULL
+    ) WITHOUT ROWID",
+    "CREATE TABLE privacy_hold{s} (
+        hold_id text PRIMARY KEY,
+        record text NOT NULL,
+        system text NOT NULL,
+        token text,
+        request_id text,
+        held_at text NOT NULL,
+        state text NOT NULL,
+        decided_by text,
+        decided_at text,
+        reason text,
+        successor text,
+        position integer NOT NULL
+    )",
+    "CREATE INDEX privacy_hold_g{g}_request ON privacy_hold{s} (request_id)",
+    "CREATE INDEX privacy_hold_g{g}_state ON privacy_hold{s} (state, held_at, hold_id)",
 ];
 
 /// A recipient as the `privacy_notice` columns hold it: its kind and id.
@@ -314,7 +384,8 @@ impl Projection for LedgerProjection {
     }
 
     fn schema_version(&self) -> i64 {
-        1
+        // 2: erased records and the holds of re-sent ones.
+        2
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -408,6 +479,107 @@ impl Projection for LedgerProjection {
             &notices,
         )
         .await?;
-        Ok(())
+        apply_holds(tx, names, batch).await
     }
+}
+
+/// The erasures' records and the holds of records sent again after them.
+/// An erasure comes before any hold of its records in the log, so the rows
+/// of the erased records are written first.
+async fn apply_holds(tx: &mut AnyConnection, names: &Names, batch: &Batch<'_>) -> Result<(), ProjectionError> {
+    let mut erased: Vec<Vec<Value>> = Vec::new();
+    let mut holds: Vec<(u64, HoldEvent)> = Vec::new();
+    for event in batch.events {
+        let position = event.position.0;
+        if event.stream == RESOLUTION_STREAM && event.event_type == "CustomerErased" {
+            if let Decision::CustomerErased {
+                token,
+                records,
+                request_id,
+                ..
+            } = decode_decision(event)?.decision
+            {
+                erased.extend(records.into_iter().map(|record| {
+                    vec![
+                        Value::text(record),
+                        Value::text(token.to_string()),
+                        Value::opt_text(request_id.map(|r| r.to_string())),
+                        Value::int(to_i64(position)),
+                    ]
+                }));
+            }
+        } else if hold::record_of_stream(&event.stream).is_some() {
+            let e: HoldEvent = event
+                .data
+                .decode()
+                .map_err(|e| corrupt(position, format!("hold event does not decode: {e}")))?;
+            holds.push((position, e));
+        }
+    }
+    execute_rows(
+        tx,
+        &names.sql("INSERT INTO privacy_erased_record{s} (record, token, request_id, position)"),
+        "ON CONFLICT (record) DO NOTHING",
+        4,
+        &erased,
+    )
+    .await?;
+    for (position, e) in holds {
+        match e {
+            HoldEvent::RecordHeld {
+                hold_id,
+                system,
+                record,
+                at,
+            } => {
+                let sql = names.sql("SELECT token, request_id FROM privacy_erased_record{s} WHERE record = $1");
+                let erasure = sqlx::query(&fit(tx, &sql))
+                    .bind(record.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let (token, request_id): (Option<String>, Option<String>) = match erasure {
+                    Some(row) => (row.try_get("token")?, row.try_get("request_id")?),
+                    None => (None, None),
+                };
+                let sql = names.sql(
+                    "INSERT INTO privacy_hold{s} (hold_id, record, system, token, request_id, held_at, state, position) \
+                     VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7) ON CONFLICT (hold_id) DO NOTHING",
+                );
+                sqlx::query(&fit(tx, &sql))
+                    .bind(hold_id.to_string())
+                    .bind(record)
+                    .bind(system)
+                    .bind(token)
+                    .bind(request_id)
+                    .bind(time_text(at))
+                    .bind(to_i64(position))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            HoldEvent::HoldDecided {
+                hold_id,
+                decision,
+                by,
+                reason,
+                at,
+                successor,
+            } => {
+                let sql = names.sql(
+                    "UPDATE privacy_hold{s} SET state = $1, decided_by = $2, decided_at = $3, reason = $4, \
+                     successor = $5, position = $6 WHERE hold_id = $7",
+                );
+                sqlx::query(&fit(tx, &sql))
+                    .bind(decision.as_str())
+                    .bind(by)
+                    .bind(time_text(at))
+                    .bind(reason)
+                    .bind(successor)
+                    .bind(to_i64(position))
+                    .bind(hold_id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+    }
+    Ok(())
 }

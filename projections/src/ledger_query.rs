@@ -297,6 +297,109 @@ pub async fn privacy_requests_naming(
     Ok(out)
 }
 
+/// A record of an erased person that its source sent again: held for a
+/// compliance decision. The record is named by its system only (its
+/// pseudonymous stream stays internal).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrivacyHoldRow {
+    pub hold_id: Uuid,
+    /// The source system that sent it again: it must be told.
+    pub system: String,
+    /// The customer erased, when the erasure is known to the read model.
+    pub token: Option<Uuid>,
+    /// The privacy request of the erasure, when it named one.
+    pub request_id: Option<Uuid>,
+    pub held_at: DateTime<Utc>,
+    /// `pending`, `suppressed` or `released`.
+    pub state: String,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub reason: Option<String>,
+    /// The erased record's pseudonymous stream (internal: not for clients).
+    #[serde(skip)]
+    pub record: String,
+}
+
+const HOLD_COLUMNS: &str = "hold_id, record, system, token, request_id, held_at, state, decided_by, decided_at, reason";
+
+fn hold_of(row: &AnyRow) -> Result<PrivacyHoldRow, sqlx::Error> {
+    let opt_uuid = |column: &str| -> Result<Option<Uuid>, sqlx::Error> {
+        let text: Option<String> = row.try_get(column)?;
+        text.map(|t| Uuid::parse_str(&t).map_err(|_| decode_error(column, "not a UUID")))
+            .transpose()
+    };
+    Ok(PrivacyHoldRow {
+        hold_id: get_uuid(row, "hold_id")?,
+        record: row.try_get("record")?,
+        system: row.try_get("system")?,
+        token: opt_uuid("token")?,
+        request_id: opt_uuid("request_id")?,
+        held_at: get_time(row, "held_at")?,
+        state: row.try_get("state")?,
+        decided_by: row.try_get("decided_by")?,
+        decided_at: get_opt_time(row, "decided_at")?,
+        reason: row.try_get("reason")?,
+    })
+}
+
+/// One hold (`None`: unknown, or not projected yet).
+pub async fn privacy_hold(db: &ReadDb, hold_id: Uuid) -> Result<Option<PrivacyHoldRow>, sqlx::Error> {
+    let sql = format!("SELECT {HOLD_COLUMNS} FROM privacy_hold WHERE hold_id = $1");
+    let row = sqlx::query(&sql)
+        .bind(hold_id.to_string())
+        .fetch_optional(db.pool())
+        .await?;
+    row.as_ref().map(hold_of).transpose()
+}
+
+/// The holds filed under a request, oldest first.
+pub async fn privacy_holds_of(db: &ReadDb, request_id: Uuid) -> Result<Vec<PrivacyHoldRow>, sqlx::Error> {
+    let sql = format!("SELECT {HOLD_COLUMNS} FROM privacy_hold WHERE request_id = $1 ORDER BY held_at, hold_id");
+    let rows = sqlx::query(&sql)
+        .bind(request_id.to_string())
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter().map(hold_of).collect()
+}
+
+/// Holds in `state` (every state when `None`), oldest first, after the hold
+/// `after` (exclusive; its `(held_at, hold_id)`), at most `limit` (1 to
+/// [`LEDGER_PAGE_MAX`]).
+pub async fn privacy_holds(
+    db: &ReadDb,
+    state: Option<&str>,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: usize,
+) -> Result<Vec<PrivacyHoldRow>, sqlx::Error> {
+    let mut binds: Vec<String> = Vec::new();
+    let mut conditions: Vec<String> = Vec::new();
+    if let Some(state) = state {
+        binds.push(state.to_owned());
+        conditions.push(format!("state = ${}", binds.len()));
+    }
+    if let Some((at, id)) = after {
+        binds.push(time_text(at));
+        binds.push(id.to_string());
+        conditions.push(format!("(held_at, hold_id) > (${}, ${})", binds.len() - 1, binds.len()));
+    }
+    let filter_sql = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    };
+    let sql = format!(
+        "SELECT {HOLD_COLUMNS} FROM privacy_hold {filter_sql} ORDER BY held_at, hold_id LIMIT ${}",
+        binds.len() + 1
+    );
+    let mut q = sqlx::query(&sql);
+    for b in &binds {
+        q = q.bind(b.as_str());
+    }
+    let limit = i64::try_from(limit.clamp(1, LEDGER_PAGE_MAX)).unwrap_or(1);
+    let rows = q.bind(limit).fetch_all(db.pool()).await?;
+    rows.iter().map(hold_of).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

@@ -123,7 +123,7 @@ pub async fn erase(
             system: r.system.clone(),
             source_id: r.source_id.clone(),
         };
-        let stream = try_or!(record_stream(&state, &source, &field));
+        let stream = try_or!(record_stream(&state, &source, &field).await);
         if r.exception.trim().is_empty() {
             return bad_request(
                 "each retained record needs its legal exception",
@@ -143,7 +143,7 @@ pub async fn erase(
         }
         (Some(t), None) => t,
         (None, Some(r)) => {
-            let stream = try_or!(record_stream(&state, r, "record"));
+            let stream = try_or!(record_stream(&state, r, "record").await);
             match resolver.token_of(&stream).await {
                 Ok(Some(t)) => t,
                 Ok(None) => {

@@ -154,6 +154,7 @@ pub async fn post_records(
         changed = tally.changed,
         unchanged = tally.unchanged,
         rejected = tally.rejected,
+        held = tally.held,
         "records ingested"
     );
     if single {
@@ -183,7 +184,9 @@ pub async fn post_records(
         "records": outcomes,
     });
     if single {
-        if let (Some(outcome), Some(source_id)) = (outcomes.first(), single_source_id.as_deref()) {
+        let erased = |o: &RecordOutcome| matches!(o.outcome, Outcome::Erased | Outcome::Held { .. });
+        if let (Some(outcome), Some(source_id)) = (outcomes.first().filter(|o| !erased(o)), single_source_id.as_deref())
+        {
             let (customer, resolved) = customer_of(&state, &system, source_id, outcome).await;
             if !resolved {
                 status = StatusCode::ACCEPTED;
@@ -283,7 +286,9 @@ pub async fn get_record_customer(
     let Some(resolver) = state.resolver() else {
         return Problem::unavailable("resolver").into_response();
     };
-    let stream = state.ingestor.stream_of(&system, &source_id);
+    let Ok(stream) = state.ingestor.current_stream(&system, &source_id).await else {
+        return Problem::unavailable("event store").into_response();
+    };
     match resolver.token_of(&stream).await {
         Ok(Some(token)) => Json(json!({"system": system, "token": token})).into_response(),
         Ok(None) => Problem::new(

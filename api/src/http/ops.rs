@@ -172,6 +172,7 @@ impl Metrics {
             ("retracted", tally.retracted),
             ("ignored", tally.ignored),
             ("erased", tally.erased),
+            ("held", tally.held),
             ("rejected", tally.rejected),
         ] {
             if n > 0 {

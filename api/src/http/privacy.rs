@@ -35,7 +35,8 @@ use uuid::Uuid;
 use super::problem::{bad_request, json_body as body, PathParam, Problem};
 use super::AppState;
 use crate::auth::Principal;
-use crate::privacy::{self as ledger, Caller, Command, PrivacyError, RequestDoc};
+use crate::privacy::{self as ledger, Caller, Command, HoldCommandError, HoldDoc, PrivacyError, RequestDoc};
+use mdm_domain::privacy::hold::{HoldDecision, HoldError, HoldEvent};
 
 /// The ledger's routes, documented; serve them behind authentication with
 /// the `Compliance` need.
@@ -49,6 +50,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(deny_request))
         .routes(routes!(notify_recipient))
         .routes(routes!(acknowledge_notice))
+        .routes(routes!(list_holds))
+        .routes(routes!(decide_hold))
 }
 
 /// The largest page a list answers.
@@ -339,7 +342,14 @@ pub async fn list_requests(
 pub async fn get_request(State(state): State<AppState>, PathParam(request_id): PathParam<Uuid>) -> Response {
     let now = Utc::now();
     match ledger_query::privacy_request(&state.read, request_id).await {
-        Ok(Some((row, notices))) => return Json(RequestDoc::of_row(&row, Some(&notices), now)).into_response(),
+        Ok(Some((row, notices))) => {
+            let mut doc = RequestDoc::of_row(&row, Some(&notices), now);
+            match ledger_query::privacy_holds_of(&state.read, request_id).await {
+                Ok(holds) => doc.holds = Some(holds.iter().map(HoldDoc::of_row).collect()),
+                Err(e) => return read_failed(&e),
+            }
+            return Json(doc).into_response();
+        }
         Ok(None) => {}
         Err(_) if !ledger_tables_exist(&state).await => {}
         Err(e) => return read_failed(&e),
@@ -481,4 +491,168 @@ pub async fn acknowledge_notice(
     let b: NoticeBody = try_or!(body(&bytes));
     let recipient = try_or!(recipient(&b.recipient));
     command(&state, &principal, request_id, Command::Acknowledge { recipient }).await
+}
+
+/// Hold list parameters (all optional).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HoldParams {
+    /// `pending`, `suppressed` or `released`.
+    pub state: Option<String>,
+    /// Page size, 1 to 100 (default 50).
+    pub limit: Option<String>,
+    /// The `next` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A page of holds, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HoldPage {
+    pub holds: Vec<HoldDoc>,
+    /// The `cursor` of the next page, when there is one.
+    pub next: Option<String>,
+}
+
+/// Lists the records of erased people that a source sent again ("erased at
+/// source pending" while `pending`), oldest first.
+#[utoipa::path(get, path = "/v1/privacy/holds", tag = "privacy", params(HoldParams),
+    responses(
+        (status = 200, description = "A page of holds", body = HoldPage),
+        (status = 400, description = "Bad state, limit or cursor", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
+pub async fn list_holds(State(state): State<AppState>, params: Result<Query<HoldParams>, QueryRejection>) -> Response {
+    let Ok(Query(p)) = params else {
+        return bad_request("the query string cannot be read", "query");
+    };
+    let hold_state = match p.state.as_deref() {
+        None => None,
+        Some(s @ ("pending" | "suppressed" | "released")) => Some(s),
+        Some(_) => return bad_request("state must be pending, suppressed or released", "state"),
+    };
+    let limit = match p.limit.as_deref().map(str::parse::<usize>) {
+        None => 50,
+        Some(Ok(l)) if (1..=PAGE_MAX).contains(&l) => l,
+        Some(_) => return bad_request(format!("limit must be between 1 and {PAGE_MAX}"), "limit"),
+    };
+    let after = match p.cursor.as_deref() {
+        None => None,
+        Some(c) => match c
+            .split_once(',')
+            .and_then(|(at, id)| Some((mdm_projections::db::parse_time(at)?, Uuid::parse_str(id).ok()?)))
+        {
+            Some(after) => Some(after),
+            None => return bad_request("a cursor is the `next` of the previous page", "cursor"),
+        },
+    };
+    match ledger_query::privacy_holds(&state.read, hold_state, after, limit + 1).await {
+        Ok(mut rows) => {
+            let next = if rows.len() > limit {
+                rows.truncate(limit);
+                rows.last()
+                    .map(|r| format!("{},{}", mdm_projections::db::time_text(r.held_at), r.hold_id))
+            } else {
+                None
+            };
+            Json(HoldPage {
+                holds: rows.iter().map(HoldDoc::of_row).collect(),
+                next,
+            })
+            .into_response()
+        }
+        Err(_) if !ledger_tables_exist(&state).await => Json(HoldPage {
+            holds: Vec::new(),
+            next: None,
+        })
+        .into_response(),
+        Err(e) => read_failed(&e),
+    }
+}
+
+/// A compliance decision on a held record.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HoldDecisionBody {
+    /// `suppress`: the source system is told to delete it and the record
+    /// stays erased (re-sends store nothing); `release`: the source holds
+    /// it lawfully again, and its next re-send is captured as a new record
+    /// (a new customer; never the erased token).
+    #[schema(value_type = String)]
+    pub decision: HoldDecision,
+    /// Why; no personal data.
+    pub reason: String,
+}
+
+/// Decides a pending hold.
+#[utoipa::path(post, path = "/v1/privacy/holds/{hold_id}/decide", tag = "privacy",
+    params(("hold_id" = Uuid, Path, description = "The hold")),
+    request_body = HoldDecisionBody,
+    responses(
+        (status = 200, description = "Decided: the hold after it", body = HoldDoc),
+        (status = 400, description = "Bad body (decision or reason)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such hold", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Decided already, or changed concurrently", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
+pub async fn decide_hold(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParam(hold_id): PathParam<Uuid>,
+    bytes: Bytes,
+) -> Response {
+    let b: HoldDecisionBody = try_or!(body(&bytes));
+    let hold = match ledger_query::privacy_hold(&state.read, hold_id).await {
+        Ok(Some(h)) => h,
+        Ok(None) => {
+            return Problem::new(StatusCode::NOT_FOUND, "Not found", "no hold with that id")
+                .field("hold_id")
+                .into_response()
+        }
+        Err(_) if !ledger_tables_exist(&state).await => {
+            return Problem::new(StatusCode::NOT_FOUND, "Not found", "no hold with that id")
+                .field("hold_id")
+                .into_response()
+        }
+        Err(e) => return read_failed(&e),
+    };
+    let now = Utc::now();
+    match ledger::decide_hold(&state.ingestor, &hold, b.decision, &b.reason, &caller(&principal), now).await {
+        Ok(HoldEvent::HoldDecided {
+            decision,
+            by,
+            reason,
+            at,
+            ..
+        }) => {
+            tracing::info!(decision = decision.as_str(), "hold decided");
+            let mut doc = HoldDoc::of_row(&hold);
+            doc.state = decision.as_str().to_owned();
+            doc.source_must_be_told = false;
+            doc.decided_by = Some(by);
+            doc.decided_at = Some(at);
+            doc.reason = Some(reason);
+            Json(doc).into_response()
+        }
+        Ok(HoldEvent::RecordHeld { .. }) => internal("a hold decision decided no decision"),
+        Err(HoldCommandError::Refused(HoldError::ReasonRequired)) => bad_request("the reason is required", "reason"),
+        Err(HoldCommandError::TooLong) => bad_request(format!("at most {} characters", ledger::TEXT_MAX), "reason"),
+        Err(HoldCommandError::Refused(e)) => Problem::new(StatusCode::CONFLICT, "Decided already", e.to_string())
+            .field("hold_id")
+            .into_response(),
+        Err(HoldCommandError::Conflict) => Problem::new(
+            StatusCode::CONFLICT,
+            "Conflict",
+            "the hold changed while this decision was made; nothing was applied: read it and retry",
+        )
+        .field("hold_id")
+        .into_response(),
+        Err(HoldCommandError::Append(AppendError::Unavailable(error))) => {
+            tracing::warn!(error = %error, "hold decision: event store unavailable");
+            Problem::unavailable("event store").into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "hold decision failed");
+            internal("the decision was not recorded; see the service log")
+        }
+    }
 }

@@ -261,7 +261,9 @@ fn expected(token: Uuid, headers: &HeaderMap) -> Result<Vec<(Uuid, u64)>, Respon
     Ok(if_match(headers)?.map(|v| vec![(token, v)]).unwrap_or_default())
 }
 
-pub(super) fn record_stream(state: &AppState, r: &SourceRef, field: &str) -> Result<String, Response> {
+/// The stream a source record is held under now (following a release of
+/// a record re-sent after its person's erasure to its successor).
+pub(super) async fn record_stream(state: &AppState, r: &SourceRef, field: &str) -> Result<String, Response> {
     if state.ingestor.sources().get(&r.system).is_none() {
         return Err(Problem::unknown_system()
             .field(format!("{field}.system"))
@@ -270,7 +272,14 @@ pub(super) fn record_stream(state: &AppState, r: &SourceRef, field: &str) -> Res
     if r.source_id.is_empty() {
         return Err(bad_request("source_id is empty", &format!("{field}.source_id")));
     }
-    Ok(state.ingestor.stream_of(&r.system, &r.source_id))
+    state
+        .ingestor
+        .current_stream(&r.system, &r.source_id)
+        .await
+        .map_err(|error| {
+            tracing::warn!(error = %error, "the record's stream could not be followed");
+            Problem::unavailable("event store").into_response()
+        })
 }
 
 /// Merges `absorbed` into this customer.
@@ -329,7 +338,7 @@ pub async fn split(
 ) -> Response {
     let b: SplitBody = try_or!(body(&bytes));
     let reason = try_or!(reason(&b.reason));
-    let record = try_or!(record_stream(&state, &b.record, "record"));
+    let record = try_or!(record_stream(&state, &b.record, "record").await);
     if let Some(resolver) = state.resolver() {
         if let Ok(owner) = resolver.token_of(&record).await {
             if owner != Some(token) {
@@ -378,8 +387,8 @@ pub async fn not_a_match(
 ) -> Response {
     let b: NotAMatchBody = try_or!(body(&bytes));
     let reason = try_or!(reason(&b.reason));
-    let a = try_or!(record_stream(&state, &b.records[0], "records[0]"));
-    let c = try_or!(record_stream(&state, &b.records[1], "records[1]"));
+    let a = try_or!(record_stream(&state, &b.records[0], "records[0]").await);
+    let c = try_or!(record_stream(&state, &b.records[1], "records[1]").await);
     let exp = try_or!(expected(token, &headers));
     run(
         &state,
@@ -414,7 +423,7 @@ pub async fn force_link(
 ) -> Response {
     let b: ForceLinkBody = try_or!(body(&bytes));
     let reason = try_or!(reason(&b.reason));
-    let record = try_or!(record_stream(&state, &b.record, "record"));
+    let record = try_or!(record_stream(&state, &b.record, "record").await);
     let exp = try_or!(expected(token, &headers));
     run(
         &state,

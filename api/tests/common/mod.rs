@@ -350,3 +350,25 @@ pub async fn stored_values<V: AsRef<str>>(backend: Backend, d: &Deployment, valu
     }
     found
 }
+
+/// Runs an `mdm` command (the operator's CLI) in the deployment's folder,
+/// with the service's environment.
+pub fn mdm(d: &Deployment, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_mdm"))
+        .args(args)
+        .current_dir(d.dir.path())
+        .env_clear()
+        .env("MDM_LOG", "warn")
+        .envs(env.iter().copied())
+        .output()
+        .expect("mdm runs")
+}
+
+/// The JSON lines a successful `mdm` command printed.
+pub fn json_lines(out: &std::process::Output) -> Vec<serde_json::Value> {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
