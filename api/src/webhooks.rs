@@ -512,6 +512,16 @@ impl Webhooks {
         Ok(rows.into_iter().filter_map(|(id,)| Uuid::parse_str(&id).ok()).collect())
     }
 
+    /// Whether a request from subscriber `id` is signed with its secret
+    /// (see [`signature_valid`]); `false` for an unknown subscriber.
+    pub async fn signed_by(&self, id: Uuid, header: &str, body: &[u8], now: i64) -> Result<bool, WebhookError> {
+        self.ensure_tables().await?;
+        Ok(match self.load(id).await? {
+            Some(target) => signature_valid(&target.signer, header, body, now),
+            None => false,
+        })
+    }
+
     /// What a worker needs of its subscriber, the secret opened.
     async fn load(&self, id: Uuid) -> Result<Option<Target>, WebhookError> {
         let row = sqlx::query(
@@ -681,6 +691,36 @@ pub fn signature(signer: &Hmac<Sha256>, t: i64, body: &[u8]) -> String {
     mac.update(b".");
     mac.update(body);
     format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// How far a signed request's time may be from the service's clock.
+pub const SIGNATURE_TOLERANCE_SECS: i64 = 300;
+
+/// Whether `header` (`t=<t>,v1=<hex>`, as [`signature`] writes it) signs
+/// `body` with `signer`'s secret at a time within
+/// [`SIGNATURE_TOLERANCE_SECS`] of `now` (unix seconds). The MAC is
+/// compared in constant time.
+pub fn signature_valid(signer: &Hmac<Sha256>, header: &str, body: &[u8], now: i64) -> bool {
+    let mut t = None;
+    let mut v1 = None;
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", value)) => t = value.parse::<i64>().ok(),
+            Some(("v1", value)) => v1 = hex::decode(value).ok(),
+            _ => {}
+        }
+    }
+    let (Some(t), Some(v1)) = (t, v1) else {
+        return false;
+    };
+    if (now - t).abs() > SIGNATURE_TOLERANCE_SECS {
+        return false;
+    }
+    let mut mac = signer.clone();
+    mac.update(t.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac.verify_slice(&v1).is_ok()
 }
 
 /// How a delivery ended.
@@ -984,6 +1024,32 @@ mod tests {
         let pauses: Vec<u128> = (1..=6).map(|n| s.backoff(n).as_millis()).collect();
         assert_eq!(pauses, [100, 200, 400, 800, 1000, 1000]);
         assert_eq!(s.backoff(100), Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn a_signature_is_valid_only_for_its_body_secret_and_time() {
+        let signer = Hmac::<Sha256>::new_from_slice(b"s3cret-s3cret-s3cret").expect("key");
+        let other = Hmac::<Sha256>::new_from_slice(b"another-secret-0000").expect("key");
+        let now = 1_700_000_000;
+        let header = signature(&signer, now, b"{\"a\":1}");
+        assert!(signature_valid(&signer, &header, b"{\"a\":1}", now));
+        assert!(signature_valid(
+            &signer,
+            &header,
+            b"{\"a\":1}",
+            now + SIGNATURE_TOLERANCE_SECS
+        ));
+        assert!(!signature_valid(
+            &signer,
+            &header,
+            b"{\"a\":1}",
+            now + SIGNATURE_TOLERANCE_SECS + 1
+        ));
+        assert!(!signature_valid(&signer, &header, b"{\"a\":2}", now), "another body");
+        assert!(!signature_valid(&other, &header, b"{\"a\":1}", now), "another secret");
+        for bad in ["", "t=x,v1=00", "v1=00", &format!("t={now}"), &format!("t={now},v1=zz")] {
+            assert!(!signature_valid(&signer, bad, b"{\"a\":1}", now), "{bad}");
+        }
     }
 
     #[test]

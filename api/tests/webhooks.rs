@@ -434,7 +434,153 @@ async fn refused_changes_become_dead_letters_and_a_replay_delivers_them(backend:
     assert!(terminate(&mut child).success());
 }
 
+/// An erasure reaches a webhook subscriber as an `erased` change naming the
+/// request; the ledger lists the subscriber as notified; its receiver
+/// acknowledges with a request signed by the subscriber's secret (no API
+/// key), and nothing else acknowledges for it.
+async fn a_webhook_receiver_acknowledges_an_erasure_notice(backend: Backend) {
+    let (d, env) = deployment(backend, "webhooks_ack", &[("MDM_WEBHOOK_POLL_MS", "100")]);
+    let env = pairs(&env);
+    let receiver = Receiver::default();
+    let (port, stop, _task) = serve(receiver.clone(), 0).await;
+    let (mut child, addr) = start(d.dir.path(), &env);
+    let admin = api(&addr);
+    let compliance = client_with(&add_client(d.dir.path(), &env, "privacy-1", "compliance", None));
+    let (status, _, created) = post(
+        &admin,
+        &format!("http://{addr}/v1/webhooks"),
+        json!({"url": format!("http://127.0.0.1:{port}/hook"), "secret": SECRET, "types": ["erased"]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let hook_id = created["id"].as_str().expect("id").to_owned();
+    let token = ingest_last(&admin, &addr, &person("E", 0, "example.test")).await;
+
+    let (status, _, request) = post(
+        &compliance,
+        &format!("http://{addr}/v1/privacy/requests"),
+        json!({"kind": "erasure", "token": token}),
+    )
+    .await;
+    assert_eq!(status, 201, "{request}");
+    let request_id = request["request_id"].as_str().expect("id").to_owned();
+    let (status, _, _) = post(
+        &compliance,
+        &format!("http://{addr}/v1/privacy/requests/{request_id}/verify"),
+        json!({"method": "signed-in account"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _, erased) = post(
+        &compliance,
+        &format!("http://{addr}/v1/privacy/erasures"),
+        json!({"token": token, "request_id": request_id, "legal_basis": "CCPA 1798.105"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{erased}");
+    assert!(
+        erased["notices"]
+            .as_array()
+            .is_some_and(|n| n.iter().any(|n| n["kind"] == "webhook" && n["id"] == hook_id.as_str())),
+        "{erased}"
+    );
+
+    // The notice arrives as an `erased` change naming the request.
+    let mut notice = Value::Null;
+    for _ in 0..600 {
+        if let Some(d) = receiver.got.lock().expect("lock").first().cloned() {
+            assert!(signed(&d, SECRET));
+            notice = serde_json::from_slice(&d.body).expect("json");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(notice["type"], "com.mdm.customer.erased", "{notice}");
+    assert_eq!(notice["data"]["detail"]["request_id"], request_id.as_str(), "{notice}");
+
+    // The receiver acknowledges, signed like the deliveries it gets.
+    let ack = format!("http://{addr}/v1/webhooks/{hook_id}/acknowledge");
+    let body = serde_json::to_vec(&json!({"request_id": request_id})).expect("json");
+    let sign = |secret: &str, t: i64, body: &[u8]| {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+        mac.update(format!("{t}.").as_bytes());
+        mac.update(body);
+        let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        format!("t={t},v1={hex}")
+    };
+    let plain = reqwest::Client::new();
+    let send = |signature: Option<String>, body: Vec<u8>| {
+        let mut req = plain.post(&ack).header("content-type", "application/json").body(body);
+        if let Some(s) = signature {
+            req = req.header("webhook-signature", s);
+        }
+        async move {
+            let r = req.send().await.expect("answers");
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let now = chrono::Utc::now().timestamp();
+    for (signature, what) in [
+        (None, "unsigned"),
+        (Some(sign("another-secret-0123456789", now, &body)), "another secret"),
+        (Some(sign(SECRET, now - 3600, &body)), "an hour old"),
+        (Some(sign(SECRET, now, b"{}")), "another body"),
+    ] {
+        let (status, problem) = send(signature, body.clone()).await;
+        assert_eq!(
+            (status, problem["field"].as_str()),
+            (401, Some("Webhook-Signature")),
+            "{what}: {problem}"
+        );
+    }
+    let (status, _) = admin
+        .post(&ack)
+        .json(&json!({"request_id": request_id}))
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), ()))
+        .expect("answers");
+    assert_eq!(status, 401, "an API key does not sign for a subscriber");
+    let (status, answer) = send(Some(sign(SECRET, now, &body)), body.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, problem) = send(Some(sign(SECRET, now, &body)), body.clone()).await;
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (409, Some("recipient")),
+        "{problem}"
+    );
+    let other = serde_json::to_vec(&json!({"request_id": uuid::Uuid::new_v4()})).expect("json");
+    let (status, problem) = send(Some(sign(SECRET, now, &other)), other.clone()).await;
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (404, Some("request_id")),
+        "{problem}"
+    );
+    let mut shown = Value::Null;
+    for _ in 0..400 {
+        let (_, r) = get(&compliance, &format!("http://{addr}/v1/privacy/requests/{request_id}")).await;
+        shown = r;
+        let acked = shown["notices"].as_array().is_some_and(|ns| {
+            ns.iter().any(|n| {
+                n["recipient"]["kind"] == "webhook"
+                    && n["recipient"]["id"] == hook_id.as_str()
+                    && n["acknowledged_by"] == format!("webhook {hook_id}")
+            })
+        });
+        if acked {
+            break;
+        }
+        shown = Value::Null;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!shown.is_null(), "the ledger shows the webhook's acknowledgement");
+    let _ = stop.send(());
+    assert!(terminate(&mut child).success());
+}
+
 on_both_backends!(
     a_receiver_outage_delays_but_loses_nothing,
     refused_changes_become_dead_letters_and_a_replay_delivers_them,
+    a_webhook_receiver_acknowledges_an_erasure_notice,
 );

@@ -314,3 +314,83 @@ pub async fn acknowledge_notice(
         Err(e) => super::privacy::failed(e),
     }
 }
+
+/// A webhook subscriber's acknowledgement of an erasure notice.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookAckBody {
+    /// The erasure's request (`data.detail.request_id` of the `erased`
+    /// change delivered to the subscriber).
+    pub request_id: Uuid,
+}
+
+/// A webhook subscriber confirms it deleted what it held of an erased
+/// customer. Webhook receivers hold no API key: the request is signed like
+/// the deliveries they receive, with the subscriber's own secret
+/// (`Webhook-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret,
+/// "<t>.<body>")>`, within 5 minutes of the service's clock). The ledger
+/// records the acknowledgement of the subscriber's notice.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/acknowledge", tag = "webhooks",
+    params(("id" = Uuid, Path, description = "The webhook subscriber"),
+           ("Webhook-Signature" = String, Header, description = "t=<unix seconds>,v1=<hex HMAC-SHA256(secret, \"<t>.<body>\")>")),
+    request_body = WebhookAckBody,
+    responses(
+        (status = 200, description = "Acknowledged"),
+        (status = 400, description = "Bad body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, stale or wrong signature (or no such subscriber)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such request", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Acknowledged already", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "This subscriber was not notified", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("webhook_signature" = [])))]
+pub async fn acknowledge_webhook_notice(
+    State(state): State<AppState>,
+    super::problem::PathParam(id): super::problem::PathParam<Uuid>,
+    headers: axum::http::HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    let unsigned = || {
+        Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "sign the request with the subscriber's secret, as its deliveries are signed",
+        )
+        .field("Webhook-Signature")
+        .into_response()
+    };
+    let Some(header) = headers.get("webhook-signature").and_then(|h| h.to_str().ok()) else {
+        return unsigned();
+    };
+    match state
+        .webhooks
+        .signed_by(id, header, &bytes, chrono::Utc::now().timestamp())
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return unsigned(),
+        Err(error) => {
+            tracing::warn!(error = %error, "webhook acknowledgement: the subscriber could not be read");
+            return Problem::unavailable("webhook subscribers").into_response();
+        }
+    }
+    let b: WebhookAckBody = try_or!(body(&bytes));
+    let caller = Caller {
+        actor: Actor::Client(format!("webhook:{id}")),
+        by: format!("webhook {id}"),
+    };
+    let command = LedgerCommand::Acknowledge {
+        recipient: Recipient::Webhook(id),
+    };
+    match ledger::run(
+        state.store.as_ref(),
+        b.request_id,
+        &command,
+        &caller,
+        chrono::Utc::now(),
+    )
+    .await
+    {
+        Ok(_) => Json(serde_json::json!({"request_id": b.request_id, "webhook": id})).into_response(),
+        Err(e) => super::privacy::failed(e),
+    }
+}

@@ -3,7 +3,7 @@
 //! (utoipa-axum's `routes!` registers both), so the two cannot drift.
 
 use axum::middleware::from_fn_with_state;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -38,6 +38,13 @@ impl Modify for BearerKey {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme("api_key", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        components.add_security_scheme(
+            "webhook_signature",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Webhook-Signature",
+                "t=<unix seconds>,v1=<hex HMAC-SHA256(subscriber secret, \"<t>.<body>\")>",
+            ))),
+        );
     }
 }
 
@@ -92,6 +99,9 @@ pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
                 .routes(routes!(super::erasure::erase))
                 .route_layer(guard(Need::Compliance)),
         )
+        // Webhook receivers acknowledge erasure notices, signed with their
+        // subscriber's secret (no API key).
+        .merge(OpenApiRouter::new().routes(routes!(super::erasure::acknowledge_webhook_notice)))
         // Privacy: the right-to-know export.
         .merge(
             OpenApiRouter::new()
