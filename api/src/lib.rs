@@ -23,6 +23,7 @@ pub mod bench_match;
 pub mod bench_projections;
 pub mod compose;
 pub mod config;
+pub mod console;
 pub mod datagen;
 // `mdm demo` (issue 6): sample data ingested, keys and curl commands printed.
 pub mod demo;

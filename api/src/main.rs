@@ -1040,6 +1040,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         feed = feed.with_wake(p.clone());
     }
     state.feed = feed.clone();
+    // The console's cookies are `Secure` when the service serves TLS.
+    state.secure_cookies = config.tls.is_some();
     state.webhooks = mdm_api::webhooks::Webhooks::new(read_db.clone(), ingestor_keys.clone(), config.webhooks.clone());
     let webhook_task = mdm_api::webhooks::spawn(state.webhooks.clone(), customers_progress, stopped.clone());
     let shutdown = async move {

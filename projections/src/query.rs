@@ -794,6 +794,14 @@ pub async fn reviews(
     rows.iter().map(review_of).collect()
 }
 
+/// How many review items are open.
+pub async fn open_review_count(db: &ReadDb) -> Result<i64, sqlx::Error> {
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM review_item WHERE state = 'open'")
+        .fetch_one(db.pool())
+        .await?;
+    Ok(n)
+}
+
 /// One review item.
 pub async fn review(db: &ReadDb, review_id: Uuid) -> Result<Option<ReviewRow>, sqlx::Error> {
     let sql = format!("SELECT {REVIEW_COLUMNS} FROM review_item WHERE review_id = $1");

@@ -86,6 +86,10 @@ pub struct AppState {
     pub feed: feed::FeedState,
     /// Webhook subscribers (the admin routes; the dispatcher shares it).
     pub webhooks: crate::webhooks::Webhooks,
+    /// The web console's signed-in sessions.
+    pub console: crate::console::Sessions,
+    /// Served over TLS: the console's cookies are `Secure`.
+    pub secure_cookies: bool,
 }
 
 impl AppState {
@@ -124,6 +128,8 @@ impl AppState {
             projections: Arc::default(),
             feed,
             webhooks,
+            console: crate::console::Sessions::default(),
+            secure_cookies: false,
         })
     }
 }
@@ -163,6 +169,7 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .merge(api)
+        .merge(crate::console::routes())
         .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), ops::track))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)

@@ -74,6 +74,8 @@ pub struct Metrics {
     resolver_up: Gauge,
     /// Set by the feed: how many subscribers are connected now.
     pub feed_connected: Arc<AtomicU64>,
+    /// Records ingested since start, and per call in the last minute.
+    ingested: std::sync::Mutex<(u64, std::collections::VecDeque<(std::time::Instant, u64)>)>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -159,11 +161,40 @@ impl Metrics {
             feed_subscribers,
             resolver_up,
             feed_connected: Arc::default(),
+            ingested: Default::default(),
         }
+    }
+
+    /// Records ingested since the service started, and in the last minute.
+    pub fn ingest_rate(&self) -> (u64, u64) {
+        let mut g = self.ingested.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        while g
+            .1
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at).as_secs() >= 60)
+        {
+            g.1.pop_front();
+        }
+        (g.0, g.1.iter().map(|(_, n)| n).sum())
     }
 
     /// Counts an ingest call's outcomes.
     pub fn ingested(&self, system: &str, tally: &Tally) {
+        {
+            let mut g = self.ingested.lock().unwrap_or_else(|e| e.into_inner());
+            let n = tally.total();
+            g.0 += n;
+            let now = std::time::Instant::now();
+            g.1.push_back((now, n));
+            while g
+                .1
+                .front()
+                .is_some_and(|(at, _)| now.duration_since(*at).as_secs() >= 60)
+            {
+                g.1.pop_front();
+            }
+        }
         for (outcome, n) in [
             ("captured", tally.captured),
             ("changed", tally.changed),
