@@ -431,6 +431,11 @@ fn guide(
     let _ = writeln!(g, "  curl -s {base}/ready");
     let _ = writeln!(g);
     let _ = writeln!(g, "Then try:");
+    let _ = writeln!(
+        g,
+        "  # the web console, for stewards and compliance: sign in with the steward's or the admin's key"
+    );
+    let _ = writeln!(g, "  {base}/console");
     if let Some(name) = &sample.family_name {
         let query = format!("/v1/customers?name={}", encode(name));
         let _ = writeln!(g, "  # customers named {name} (synthetic sample data), as the admin");
