@@ -54,7 +54,7 @@ use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
 use crate::changes::{golden_value_json, ChangeType};
-use crate::db::{execute_rows, fetch_in, parse_time, placeholders, time_text, to_i64, Dialect, Value};
+use crate::db::{execute_rows, fetch_in, lap, parse_time, placeholders, time_text, to_i64, Dialect, Value};
 use crate::decision::{decode_decision, split_after_erasures};
 use crate::runner::{Batch, Names, Projection, ProjectionError};
 
@@ -892,8 +892,16 @@ impl Projection for CustomersProjection {
         // batch is cut does not change the rows).
         for segment in split_after_erasures(batch) {
             if let Some(erasure) = self.apply_segment(tx, names, &segment).await? {
+                let started = std::time::Instant::now();
                 purge_change_log(tx, names, &erasure).await?;
+                let change_log = started.elapsed();
                 purge_overrides(tx, names, &erasure).await?;
+                tracing::debug!(
+                    tokens = erasure.tokens.len(),
+                    change_log_ms = change_log.as_secs_f64() * 1e3,
+                    overrides_ms = (started.elapsed() - change_log).as_secs_f64() * 1e3,
+                    "customers purge"
+                );
             }
         }
         Ok(())
@@ -1808,13 +1816,17 @@ const CONTENT_CHANGES: [ChangeType; 2] = [ChangeType::Updated, ChangeType::Erase
 /// again. What is left depends on the decisions alone, so a rebuild writes
 /// the same rows.
 async fn purge_change_log(tx: &mut AnyConnection, names: &Names, erasure: &Erasure) -> Result<(), sqlx::Error> {
+    let mut clock = std::time::Instant::now();
     let keys: Vec<String> = erasure.tokens.iter().map(Uuid::to_string).collect();
     let sql =
         names.sql("SELECT position, ordinal, change_type, attributes FROM customer_change{s} WHERE token IN ({in})");
     let mut gone: Vec<Vec<Value>> = Vec::new();
     let mut blank: Vec<Vec<Value>> = Vec::new();
     let mut renumber: BTreeSet<i64> = BTreeSet::new();
-    for row in fetch_in(tx, &sql, &keys).await? {
+    let rows = fetch_in(tx, &sql, &keys).await?;
+    let select_ms = lap(&mut clock);
+    let found = rows.len();
+    for row in rows {
         let position: i64 = row.try_get(0)?;
         let ordinal: i64 = row.try_get(1)?;
         let kind: String = row.try_get(2)?;
@@ -1837,6 +1849,7 @@ async fn purge_change_log(tx: &mut AnyConnection, names: &Names, erasure: &Erasu
         &gone,
     )
     .await?;
+    let delete_ms = lap(&mut clock);
     execute_rows(
         tx,
         &names.sql("UPDATE customer_change{s} SET attributes = '{}' FROM ("),
@@ -1845,6 +1858,7 @@ async fn purge_change_log(tx: &mut AnyConnection, names: &Names, erasure: &Erasu
         &blank,
     )
     .await?;
+    let blank_ms = lap(&mut clock);
     // Close the gaps: the rows after a deleted one move down (they are
     // deleted and written again; the ones before it keep their place).
     let positions: Vec<i64> = renumber.into_iter().collect();
@@ -1884,6 +1898,7 @@ async fn purge_change_log(tx: &mut AnyConnection, names: &Names, erasure: &Erasu
             ]);
         }
     }
+    let renumber_select_ms = lap(&mut clock);
     execute_rows(
         tx,
         &names.sql("DELETE FROM customer_change{s} WHERE (position, ordinal) IN (SELECT column1, column2 FROM ("),
@@ -1902,6 +1917,19 @@ async fn purge_change_log(tx: &mut AnyConnection, names: &Names, erasure: &Erasu
         &rewritten,
     )
     .await?;
+    tracing::debug!(
+        found,
+        deleted = gone.len(),
+        blanked = blank.len(),
+        positions = positions.len(),
+        moved = moved.len(),
+        select_ms,
+        delete_ms,
+        blank_ms,
+        renumber_select_ms,
+        renumber_write_ms = lap(&mut clock),
+        "customers change-log purge"
+    );
     Ok(())
 }
 

@@ -211,6 +211,15 @@ pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text).ok().map(|t| t.with_timezone(&Utc))
 }
 
+/// Milliseconds since `clock`, which then restarts: the per-step timings
+/// of the debug logs.
+pub fn lap(clock: &mut std::time::Instant) -> f64 {
+    let now = std::time::Instant::now();
+    let ms = (now - *clock).as_secs_f64() * 1e3;
+    *clock = now;
+    ms
+}
+
 /// A position or version as a SQL `bigint`.
 pub fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)

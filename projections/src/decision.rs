@@ -8,12 +8,14 @@
 //! naming an erased or retained record or an erased token close as
 //! `erased` (there is nothing left to decide about them).
 
+use std::collections::BTreeSet;
+
 use async_trait::async_trait;
 use mdm_domain::resolution::events::{Decided, DecidedBy, Decision, ReviewOutcome, RESOLUTION_STREAM};
-use sqlx::AnyConnection;
+use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
-use crate::db::{execute_rows, placeholders, time_text, to_i64, Dialect, Value};
+use crate::db::{execute_rows, fetch_in, fit, placeholders, time_text, to_i64, Dialect, Value};
 use crate::runner::{Batch, Names, Projection, ProjectionError};
 
 /// The decision history and review queue.
@@ -89,6 +91,10 @@ const POSTGRES: &[&str] = &[
     "COMMENT ON COLUMN review_item{s}.closed_by IS 'The steward who closed it (the compliance user, for an erasure)'",
     "COMMENT ON COLUMN review_item{s}.close_reason IS 'The steward''s reason'",
     "CREATE INDEX review_item_g{g}_state ON review_item{s} (state, opened_position)",
+    "CREATE INDEX review_item_g{g}_record ON review_item{s} (record)",
+    "CREATE INDEX review_item_g{g}_candidate_record ON review_item{s} (candidate_record)",
+    "CREATE INDEX review_item_g{g}_token ON review_item{s} (token)",
+    "CREATE INDEX review_item_g{g}_candidate ON review_item{s} (candidate)",
 ];
 
 // SQLite has no COMMENT: the PostgreSQL comments above document both.
@@ -129,6 +135,10 @@ const SQLITE: &[&str] = &[
         close_reason text
     )",
     "CREATE INDEX review_item_g{g}_state ON review_item{s} (state, opened_position)",
+    "CREATE INDEX review_item_g{g}_record ON review_item{s} (record)",
+    "CREATE INDEX review_item_g{g}_candidate_record ON review_item{s} (candidate_record)",
+    "CREATE INDEX review_item_g{g}_token ON review_item{s} (token)",
+    "CREATE INDEX review_item_g{g}_candidate ON review_item{s} (candidate)",
 ];
 
 fn outcome_state(outcome: ReviewOutcome) -> &'static str {
@@ -233,7 +243,10 @@ impl Projection for DecisionsProjection {
         // 3: `decision` without the explanations (kept once, in `explanation`).
         // (Erasures need no new version: the tables keep their shape, and
         // a log without one projects as before.)
-        3
+        // 4: indexes on review_item's record, candidate_record, token and
+        // candidate, so that an erasure finds the items naming its records
+        // and tokens instead of reading every open item.
+        4
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -424,9 +437,37 @@ enum Closure {
     },
 }
 
+/// The review_item columns naming a record (the first two) or a customer,
+/// each indexed: what an erasure looks its items up by.
+const REVIEW_SUBJECTS: [&str; 4] = ["record", "candidate_record", "token", "candidate"];
+
+/// The review items whose `column` is one of the keys (`{in}`), with their
+/// state and opening position.
+fn reviews_naming(names: &Names, column: &str) -> String {
+    names.sql(&format!(
+        "SELECT review_id, state, opened_position FROM review_item{{s}} WHERE {column} IN ({{in}})"
+    ))
+}
+
+/// Closes `n` review items by id (`$5...`) as erased at `$1` (position),
+/// `$2` (time), by `$3` for reason `$4`.
+fn close_reviews(names: &Names, n: usize) -> String {
+    names.sql(&format!(
+        "UPDATE review_item{{s}} SET state = 'erased', closed_position = $1, closed_at = $2, closed_by = $3, \
+         close_reason = $4 WHERE review_id IN ({})",
+        placeholders(n, 5)
+    ))
+}
+
 /// Closes as `erased` the items open before `position` that name one of
 /// `records` (as the record or the candidate's record) or one of `tokens`
 /// (as the record's customer or the candidate).
+///
+/// The items are found through the index of each column and filtered on
+/// state and position here, then closed by id: a statement that says
+/// `state = 'open'` lets SQLite (which has no statistics) prefer the state
+/// index and read every open item, a cost that grew with the store (at
+/// 1M records, most of an erasure's time).
 #[allow(clippy::too_many_arguments)]
 async fn close_erased_reviews(
     tx: &mut AnyConnection,
@@ -438,24 +479,84 @@ async fn close_erased_reviews(
     by: Option<&str>,
     reason: &str,
 ) -> Result<(), sqlx::Error> {
-    let update = "UPDATE review_item{s} SET state = 'erased', closed_position = $1, closed_at = $2, \
-                  closed_by = $3, close_reason = $4 WHERE state = 'open' AND opened_position < $1 AND ";
-    let lists: [(&[String], &str); 2] = [
-        (records, "record IN ({in}) OR candidate_record IN ({in})"),
-        (tokens, "token IN ({in}) OR candidate IN ({in})"),
-    ];
-    for (keys, condition) in lists {
-        for chunk in keys.chunks(1000) {
-            let sql = names.sql(&format!(
-                "{update}({})",
-                condition.replace("{in}", &placeholders(chunk.len(), 5))
-            ));
-            let mut q = sqlx::query(&sql).bind(position).bind(at).bind(by).bind(reason);
-            for k in chunk {
-                q = q.bind(k.as_str());
+    let started = std::time::Instant::now();
+    let mut open: BTreeSet<String> = BTreeSet::new();
+    for (column, keys) in REVIEW_SUBJECTS.into_iter().zip([records, records, tokens, tokens]) {
+        for row in fetch_in(tx, &reviews_naming(names, column), keys).await? {
+            let state: String = row.try_get(1)?;
+            let opened: i64 = row.try_get(2)?;
+            if state == "open" && opened < position {
+                open.insert(row.try_get(0)?);
             }
-            q.execute(&mut *tx).await?;
         }
     }
+    let found = started.elapsed();
+    let ids: Vec<String> = open.into_iter().collect();
+    for chunk in ids.chunks(1000) {
+        let sql = close_reviews(names, chunk.len());
+        let sql = fit(tx, &sql);
+        let mut q = sqlx::query(&sql).bind(position).bind(at).bind(by).bind(reason);
+        for id in chunk {
+            q = q.bind(id.as_str());
+        }
+        q.execute(&mut *tx).await?;
+    }
+    tracing::debug!(
+        records = records.len(),
+        tokens = tokens.len(),
+        closed = ids.len(),
+        find_ms = found.as_secs_f64() * 1e3,
+        close_ms = (started.elapsed() - found).as_secs_f64() * 1e3,
+        "decisions erasure: reviews closed"
+    );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::ReadDb;
+    use crate::runner::ensure;
+
+    /// SQLite has no statistics for the read models: the statements that
+    /// find an erasure's review items must read through their column's
+    /// index, not through the state index (which meant reading every open
+    /// item, a cost that grew with the store).
+    #[tokio::test]
+    async fn an_erasure_finds_its_review_items_through_their_indexes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = ReadDb::open_sqlite(&dir.path().join("read.db")).await.expect("read db");
+        let checkpoint = ensure(&db, &DecisionsProjection).await.expect("tables");
+        let names = Names::live(checkpoint.generation);
+        for column in REVIEW_SUBJECTS {
+            let sql = reviews_naming(&names, column).replace("{in}", "$1, $2");
+            let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .bind("a")
+                .bind("b")
+                .fetch_all(db.pool())
+                .await
+                .expect("plan");
+            let index = names.sql(&format!("review_item_g{{g}}_{column} ({column}=?)"));
+            assert!(
+                plan.iter().all(|(_, _, _, detail)| detail.contains(&index)),
+                "{column}: {plan:?}"
+            );
+        }
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {}", close_reviews(&names, 2)))
+                .bind(1_i64)
+                .bind("t")
+                .bind("s")
+                .bind("r")
+                .bind("a")
+                .bind("b")
+                .fetch_all(db.pool())
+                .await
+                .expect("plan");
+        assert!(
+            plan.iter()
+                .all(|(_, _, _, detail)| detail.contains("sqlite_autoindex_review_item")),
+            "close: {plan:?}"
+        );
+    }
 }

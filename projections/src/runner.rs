@@ -357,6 +357,8 @@ async fn apply_batch(
     };
     let open_ms = started.elapsed().as_secs_f64() * 1e3;
     let mut tx = db.begin_write().await?;
+    // Waiting for the write lock: on SQLite the projections take turns.
+    let lock_ms = started.elapsed().as_secs_f64() * 1e3 - open_ms;
     let stored: Option<(i64, i64)> = sqlx::query_as(
         "UPDATE projection_checkpoint SET updated_at = $2 WHERE name = $1 RETURNING position, generation",
     )
@@ -388,8 +390,9 @@ async fn apply_batch(
         .bind(time_text(last.recorded_at))
         .execute(&mut *tx)
         .await?;
-    let apply_ms = started.elapsed().as_secs_f64() * 1e3 - open_ms;
+    let apply_ms = started.elapsed().as_secs_f64() * 1e3 - open_ms - lock_ms;
     tx.commit().await?;
+    let committed = started.elapsed();
     if projection.opens_source_records() && events.iter().any(|e| e.event_type == "CustomerErased") {
         // The purge's old page images must not linger in the WAL file (only
         // the projections that open source records hold personal data; the
@@ -402,8 +405,10 @@ async fn apply_batch(
         projection = projection.name(),
         events = events.len(),
         open_ms,
+        lock_ms,
         apply_ms,
-        commit_ms = started.elapsed().as_secs_f64() * 1e3 - open_ms - apply_ms,
+        commit_ms = committed.as_secs_f64() * 1e3 - open_ms - lock_ms - apply_ms,
+        scrub_ms = (started.elapsed() - committed).as_secs_f64() * 1e3,
         "batch committed"
     );
     Ok(Applied::Committed)

@@ -24,7 +24,7 @@ use mdm_domain::source_record::STREAM_PREFIX;
 use sqlx::AnyConnection;
 use uuid::Uuid;
 
-use crate::db::{execute_rows, fetch_in, time_text, to_i64, Dialect, Value};
+use crate::db::{execute_rows, fetch_in, lap, time_text, to_i64, Dialect, Value};
 use crate::decision::{decode_decision, split_after_erasures};
 use crate::runner::{Batch, Names, Projection, ProjectionError};
 use sqlx::Row;
@@ -431,6 +431,7 @@ async fn apply_segment(
 /// the erased ones lose their content in every version and their source
 /// id; both the erased and the retained ones leave their customer.
 async fn purge(tx: &mut AnyConnection, names: &Names, erasure: &Erasure) -> Result<(), sqlx::Error> {
+    let mut clock = std::time::Instant::now();
     fetch_in(
         tx,
         &names.sql(
@@ -440,12 +441,14 @@ async fn purge(tx: &mut AnyConnection, names: &Names, erasure: &Erasure) -> Resu
         &erasure.erased,
     )
     .await?;
+    let versions_ms = lap(&mut clock);
     fetch_in(
         tx,
         &names.sql("UPDATE source_record{s} SET state = 'erased', source_id = NULL WHERE record IN ({in})"),
         &erasure.erased,
     )
     .await?;
+    let records_ms = lap(&mut clock);
     let leaving: Vec<Vec<Value>> = erasure
         .erased
         .iter()
@@ -463,5 +466,13 @@ async fn purge(tx: &mut AnyConnection, names: &Names, erasure: &Erasure) -> Resu
         &leaving,
     )
     .await?;
+    tracing::debug!(
+        erased = erasure.erased.len(),
+        retained = erasure.retained.len(),
+        versions_ms,
+        records_ms,
+        customers_ms = lap(&mut clock),
+        "source_records purge"
+    );
     Ok(())
 }
