@@ -221,6 +221,18 @@ async fn a_customer_is_erased_and_nothing_of_them_remains(backend: Backend) {
             out
         }
     };
+    // Each projection follows the log on its own: wait until every view of
+    // the stranger is built before taking the snapshot.
+    admin
+        .until(&format!("{stranger_path}/history"), |s, b| {
+            s == 200 && b["decisions"].as_array().is_some_and(|d| !d.is_empty())
+        })
+        .await;
+    admin
+        .until(&format!("{stranger_path}/source-records"), |s, b| {
+            s == 200 && b["source_records"].as_array().is_some_and(|r| !r.is_empty())
+        })
+        .await;
     let stranger_before = stranger_views("before").await;
     assert!(
         !stored_values(backend, &d).await.is_empty(),
