@@ -226,6 +226,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console/privacy/requests/{id}", get(privacy::request))
         .route("/console/privacy/requests/{id}/verify", post(privacy::verify))
         .route("/console/privacy/requests/{id}/erase", post(privacy::erase))
+        .route("/console/privacy/requests/{id}/complete", post(privacy::complete))
         .route("/console/privacy/exports/{token}", get(privacy::export))
         .route("/console/ops", get(pages::ops))
 }

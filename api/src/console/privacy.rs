@@ -220,6 +220,15 @@ pub async fn request(State(state): State<AppState>, signed: Signed, PathParam(id
                 button.danger #erase type="submit" { "Erase" }
             }
         }
+        @if open && verified {
+            form #complete-form .box method="post" action={"/console/privacy/requests/" (id) "/complete"} {
+                h2 { "Complete the request" }
+                (signed.csrf_field())
+                label for="complete-outcome" { "What was done (no personal data)" }
+                input #complete-outcome type="text" name="outcome" required;
+                button #complete type="submit" { "Complete" }
+            }
+        }
         @if let Some(p) = proof {
             section #proof aria-label="Erasure proof" {
                 h2 { "Erasure proof" }
@@ -297,6 +306,39 @@ pub async fn verify(
     let back = format!("/console/privacy/requests/{id}");
     if status.is_success() {
         after_form(&state, &signed, true, "Verified.", &back)
+    } else {
+        after_form(&state, &signed, false, refusal(status, &doc), &back)
+    }
+}
+
+/// `POST /console/privacy/requests/{id}/complete`.
+pub async fn complete(
+    State(state): State<AppState>,
+    signed: Signed,
+    PathParam(id): PathParam<Uuid>,
+    body: Bytes,
+) -> Response {
+    let form = serde_urlencoded_form(&body);
+    if let Err(r) = signed.checked(&form) {
+        return r;
+    }
+    if let Err(r) = signed.allowed(Need::Compliance) {
+        return r;
+    }
+    let json = json!({"outcome": form.get("outcome").cloned().unwrap_or_default()});
+    let (status, _, doc) = json_of(
+        api::complete_request(
+            State(state.clone()),
+            Extension(signed.principal.clone()),
+            PathParam(id),
+            Bytes::from(json.to_string()),
+        )
+        .await,
+    )
+    .await;
+    let back = format!("/console/privacy/requests/{id}");
+    if status.is_success() {
+        after_form(&state, &signed, true, "Completed.", &back)
     } else {
         after_form(&state, &signed, false, refusal(status, &doc), &back)
     }
