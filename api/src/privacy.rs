@@ -368,29 +368,48 @@ async fn append(
     caller: &Caller,
     now: DateTime<Utc>,
 ) -> Result<(), PrivacyError> {
+    let stream = privacy::stream(request_id);
+    let command = EventKind(event.event_type(), SCHEMA_VERSION);
+    match append_command(store, &stream, expected, command, event, caller, now).await {
+        Ok(()) => Ok(()),
+        Err(AppendError::Conflict { .. }) => Err(PrivacyError::Conflict),
+        Err(e) => Err(PrivacyError::Append(e)),
+    }
+}
+
+/// A compliance command's event type and payload schema version.
+struct EventKind(&'static str, u32);
+
+/// Appends one event of a compliance user's command (a ledger or a hold
+/// event) to `stream` at `expected`, with the caller in its metadata. The
+/// id is fresh per command: two commands deciding at the same version must
+/// not look like one retried append to the store.
+async fn append_command(
+    store: &dyn EventStore,
+    stream: &str,
+    expected: ExpectedVersion,
+    EventKind(event_type, schema_version): EventKind,
+    payload: &impl Serialize,
+    caller: &Caller,
+    now: DateTime<Utc>,
+) -> Result<(), AppendError> {
     let command_id = Uuid::now_v7();
     let metadata = EventMetadata {
         occurred_at: now,
         actor: caller.actor.clone(),
         correlation_id: command_id,
         causation_id: None,
-        schema_version: SCHEMA_VERSION,
+        schema_version,
         key_id: None,
     };
-    let encode = |e: serde_json::Error| PrivacyError::Append(AppendError::Internal(Box::new(e)));
-    // A fresh id per command: two commands deciding at the same version
-    // must not look like one retried append to the store.
+    let encode = |e: serde_json::Error| AppendError::Internal(Box::new(e));
     let new = NewEvent::new(
         command_id,
-        event.event_type(),
-        Json::encode(event).map_err(encode)?,
+        event_type,
+        Json::encode(payload).map_err(encode)?,
         Json::encode(&metadata).map_err(encode)?,
     );
-    match store.append(&privacy::stream(request_id), expected, vec![new]).await {
-        Ok(_) => Ok(()),
-        Err(AppendError::Conflict { .. }) => Err(PrivacyError::Conflict),
-        Err(e) => Err(PrivacyError::Append(e)),
-    }
+    store.append(stream, expected, vec![new]).await.map(|_| ())
 }
 
 /// A record of an erased person that its source sent again, held for a
@@ -485,29 +504,21 @@ pub async fn decide_hold(
         || ingestor.successor_of(&hold.system, &hold.record),
         now,
     )?;
-    let command_id = Uuid::now_v7();
-    let metadata = EventMetadata {
-        occurred_at: now,
-        actor: caller.actor.clone(),
-        correlation_id: command_id,
-        causation_id: None,
-        schema_version: hold::SCHEMA_VERSION,
-        key_id: None,
-    };
-    let encode = |e: serde_json::Error| HoldCommandError::Append(AppendError::Internal(Box::new(e)));
-    let new = NewEvent::new(
-        command_id,
-        event.event_type(),
-        Json::encode(&event).map_err(encode)?,
-        Json::encode(&metadata).map_err(encode)?,
-    );
     let expected = version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
-    match ingestor
-        .store()
-        .append(&hold::stream(&hold.record), expected, vec![new])
-        .await
+    let stream = hold::stream(&hold.record);
+    let command = EventKind(event.event_type(), hold::SCHEMA_VERSION);
+    match append_command(
+        ingestor.store().as_ref(),
+        &stream,
+        expected,
+        command,
+        &event,
+        caller,
+        now,
+    )
+    .await
     {
-        Ok(_) => {}
+        Ok(()) => {}
         Err(AppendError::Conflict { .. }) => return Err(HoldCommandError::Conflict),
         Err(e) => return Err(HoldCommandError::Append(e)),
     }
