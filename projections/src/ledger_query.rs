@@ -206,22 +206,34 @@ pub async fn privacy_requests(
             binds.len()
         ));
     }
+    let sql = format!("SELECT {REQUEST_COLUMNS} FROM privacy_request");
+    let rows = page(db, &sql, &conditions, "received_at, request_id", &binds, limit).await?;
+    rows.iter().map(request_of).collect()
+}
+
+/// `select` filtered by every one of `conditions` (text parameters `$1`..
+/// bound to `binds`), ordered by `order`, at most `limit` rows (1 to
+/// [`LEDGER_PAGE_MAX`]): one keyset page of a ledger list.
+async fn page(
+    db: &ReadDb,
+    select: &str,
+    conditions: &[String],
+    order: &str,
+    binds: &[String],
+    limit: usize,
+) -> Result<Vec<AnyRow>, sqlx::Error> {
     let filter_sql = if conditions.is_empty() {
         String::new()
     } else {
         format!("WHERE {}", conditions.join(" AND "))
     };
-    let sql = format!(
-        "SELECT {REQUEST_COLUMNS} FROM privacy_request {filter_sql} ORDER BY received_at, request_id LIMIT ${}",
-        binds.len() + 1
-    );
+    let sql = format!("{select} {filter_sql} ORDER BY {order} LIMIT ${}", binds.len() + 1);
     let mut q = sqlx::query(&sql);
-    for b in &binds {
+    for b in binds {
         q = q.bind(b.as_str());
     }
     let limit = i64::try_from(limit.clamp(1, LEDGER_PAGE_MAX)).unwrap_or(1);
-    let rows = q.bind(limit).fetch_all(db.pool()).await?;
-    rows.iter().map(request_of).collect()
+    q.bind(limit).fetch_all(db.pool()).await
 }
 
 /// One request with its notices (in the order they were sent); `None` for
@@ -382,21 +394,8 @@ pub async fn privacy_holds(
         binds.push(id.to_string());
         conditions.push(format!("(held_at, hold_id) > (${}, ${})", binds.len() - 1, binds.len()));
     }
-    let filter_sql = if conditions.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", conditions.join(" AND "))
-    };
-    let sql = format!(
-        "SELECT {HOLD_COLUMNS} FROM privacy_hold {filter_sql} ORDER BY held_at, hold_id LIMIT ${}",
-        binds.len() + 1
-    );
-    let mut q = sqlx::query(&sql);
-    for b in &binds {
-        q = q.bind(b.as_str());
-    }
-    let limit = i64::try_from(limit.clamp(1, LEDGER_PAGE_MAX)).unwrap_or(1);
-    let rows = q.bind(limit).fetch_all(db.pool()).await?;
+    let sql = format!("SELECT {HOLD_COLUMNS} FROM privacy_hold");
+    let rows = page(db, &sql, &conditions, "held_at, hold_id", &binds, limit).await?;
     rows.iter().map(hold_of).collect()
 }
 
