@@ -160,6 +160,14 @@ impl Signed {
         }
     }
 
+    /// A POST's form, once its CSRF token and then the role are checked.
+    fn form(&self, need: Need, body: &[u8]) -> Result<HashMap<String, String>, Response> {
+        let form = serde_urlencoded_form(body);
+        self.checked(&form)?;
+        self.allowed(need)?;
+        Ok(form)
+    }
+
     /// A hidden field with the session's CSRF token.
     fn csrf_field(&self) -> Markup {
         html! { input type="hidden" name="csrf" value=(self.csrf); }
@@ -343,6 +351,22 @@ pub(crate) fn refusal(status: StatusCode, problem: &Value) -> String {
     }
 }
 
+/// After an API command's answer: `done`, or the refusal; then to `back`.
+pub(crate) async fn answered(
+    state: &AppState,
+    signed: &Signed,
+    response: Response,
+    done: &str,
+    back: &str,
+) -> Response {
+    let (status, _, problem) = json_of(response).await;
+    if status.is_success() {
+        after_form(state, signed, true, done, back)
+    } else {
+        after_form(state, signed, false, refusal(status, &problem), back)
+    }
+}
+
 /// After a form: a message for the next page, and a redirect to it.
 pub(crate) fn after_form(
     state: &AppState,
@@ -452,45 +476,13 @@ async fn logout(State(state): State<AppState>, signed: Signed, body: Bytes) -> R
     response
 }
 
-/// A form body as a map (repeated names: the last wins).
-pub(crate) fn serde_urlencoded_form(body: &[u8]) -> HashMap<String, String> {
-    url_decoded_pairs(body).into_iter().collect()
-}
-
-/// `application/x-www-form-urlencoded` pairs.
-fn url_decoded_pairs(body: &[u8]) -> Vec<(String, String)> {
-    fn decode(s: &str) -> String {
-        let bytes = s.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            match bytes[i] {
-                b'+' => out.push(b' '),
-                b'%' if i + 2 < bytes.len() => {
-                    match std::str::from_utf8(&bytes[i + 1..i + 3])
-                        .ok()
-                        .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    {
-                        Some(b) => {
-                            out.push(b);
-                            i += 2;
-                        }
-                        None => out.push(b'%'),
-                    }
-                }
-                b => out.push(b),
-            }
-            i += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
-    let text = String::from_utf8_lossy(body);
-    text.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => (decode(k), decode(v)),
-            None => (decode(p), String::new()),
-        })
+/// A form body (`application/x-www-form-urlencoded`) as a map; repeated
+/// names: the last wins. A body that does not decode is an empty form
+/// (which no CSRF check passes).
+fn serde_urlencoded_form(body: &[u8]) -> HashMap<String, String> {
+    serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
+        .unwrap_or_default()
+        .into_iter()
         .collect()
 }
 

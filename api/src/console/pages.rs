@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{after_form, html_response, json_of, message_page, page, refusal, serde_urlencoded_form, Signed};
+use super::{after_form, answered, html_response, json_of, message_page, page, refusal, Signed};
 use crate::auth::Need;
 use crate::http::customers::{self, AsOfParams, PageParams, ReviewParams, SearchParams, SourceRecordParams};
 use crate::http::problem::PathParam;
@@ -472,13 +472,10 @@ where
     F: FnOnce(AppState, HashMap<String, String>) -> Fut,
     Fut: std::future::Future<Output = Result<Response, String>>,
 {
-    let form = serde_urlencoded_form(&body);
-    if let Err(r) = signed.checked(&form) {
-        return r;
-    }
-    if let Err(r) = signed.allowed(Need::Steward) {
-        return r;
-    }
+    let form = match signed.form(Need::Steward, &body) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     let back = format!("/console/customers/{token}");
     if form.get("confirm").map(String::as_str) != Some("yes") {
         return after_form(
@@ -493,12 +490,7 @@ where
         Ok(r) => r,
         Err(message) => return after_form(&state, &signed, false, message, &back),
     };
-    let (status, _, problem) = json_of(response).await;
-    if status.is_success() {
-        after_form(&state, &signed, true, done, &back)
-    } else {
-        after_form(&state, &signed, false, refusal(status, &problem), &back)
-    }
+    answered(&state, &signed, response, done, &back).await
 }
 
 /// `POST /console/customers/{token}/merge`.
@@ -847,13 +839,10 @@ pub async fn decide_review(
     PathParam(id): PathParam<Uuid>,
     body: Bytes,
 ) -> Response {
-    let form = serde_urlencoded_form(&body);
-    if let Err(r) = signed.checked(&form) {
-        return r;
-    }
-    if let Err(r) = signed.allowed(Need::Steward) {
-        return r;
-    }
+    let form = match signed.form(Need::Steward, &body) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     let json = json!({"outcome": form.get("outcome").cloned().unwrap_or_default(), "reason": form.get("reason").cloned().unwrap_or_default()});
     let (status, _, problem) = json_of(
         steward::decide_review(

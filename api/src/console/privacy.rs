@@ -13,7 +13,7 @@ use mdm_store::keys::SubjectKey;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{after_form, html_response, json_of, message_page, page, refusal, serde_urlencoded_form, Signed};
+use super::{after_form, answered, html_response, json_of, message_page, page, refusal, Signed};
 use crate::auth::Need;
 use crate::http::privacy::{self as api, ListParams};
 use crate::http::problem::PathParam;
@@ -97,13 +97,10 @@ fn day(v: &Value) -> String {
 
 /// `POST /console/privacy`: enters a request.
 pub async fn create_request(State(state): State<AppState>, signed: Signed, body: Bytes) -> Response {
-    let form = serde_urlencoded_form(&body);
-    if let Err(r) = signed.checked(&form) {
-        return r;
-    }
-    if let Err(r) = signed.allowed(Need::Compliance) {
-        return r;
-    }
+    let form = match signed.form(Need::Compliance, &body) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     let token = form.get("token").map(|t| t.trim()).filter(|t| !t.is_empty());
     let token = match token.map(Uuid::parse_str) {
         None => None,
@@ -285,30 +282,26 @@ pub async fn verify(
     PathParam(id): PathParam<Uuid>,
     body: Bytes,
 ) -> Response {
-    let form = serde_urlencoded_form(&body);
-    if let Err(r) = signed.checked(&form) {
-        return r;
-    }
-    if let Err(r) = signed.allowed(Need::Compliance) {
-        return r;
-    }
+    let form = match signed.form(Need::Compliance, &body) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     let json = json!({"method": form.get("method").cloned().unwrap_or_default()});
-    let (status, _, doc) = json_of(
-        api::verify_request(
-            State(state.clone()),
-            Extension(signed.principal.clone()),
-            PathParam(id),
-            Bytes::from(json.to_string()),
-        )
-        .await,
+    let response = api::verify_request(
+        State(state.clone()),
+        Extension(signed.principal.clone()),
+        PathParam(id),
+        Bytes::from(json.to_string()),
     )
     .await;
-    let back = format!("/console/privacy/requests/{id}");
-    if status.is_success() {
-        after_form(&state, &signed, true, "Verified.", &back)
-    } else {
-        after_form(&state, &signed, false, refusal(status, &doc), &back)
-    }
+    answered(
+        &state,
+        &signed,
+        response,
+        "Verified.",
+        &format!("/console/privacy/requests/{id}"),
+    )
+    .await
 }
 
 /// `POST /console/privacy/requests/{id}/complete`.
@@ -318,30 +311,26 @@ pub async fn complete(
     PathParam(id): PathParam<Uuid>,
     body: Bytes,
 ) -> Response {
-    let form = serde_urlencoded_form(&body);
-    if let Err(r) = signed.checked(&form) {
-        return r;
-    }
-    if let Err(r) = signed.allowed(Need::Compliance) {
-        return r;
-    }
+    let form = match signed.form(Need::Compliance, &body) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     let json = json!({"outcome": form.get("outcome").cloned().unwrap_or_default()});
-    let (status, _, doc) = json_of(
-        api::complete_request(
-            State(state.clone()),
-            Extension(signed.principal.clone()),
-            PathParam(id),
-            Bytes::from(json.to_string()),
-        )
-        .await,
+    let response = api::complete_request(
+        State(state.clone()),
+        Extension(signed.principal.clone()),
+        PathParam(id),
+        Bytes::from(json.to_string()),
     )
     .await;
-    let back = format!("/console/privacy/requests/{id}");
-    if status.is_success() {
-        after_form(&state, &signed, true, "Completed.", &back)
-    } else {
-        after_form(&state, &signed, false, refusal(status, &doc), &back)
-    }
+    answered(
+        &state,
+        &signed,
+        response,
+        "Completed.",
+        &format!("/console/privacy/requests/{id}"),
+    )
+    .await
 }
 
 /// `POST /console/privacy/requests/{id}/erase`: erases the request's customer.
@@ -351,13 +340,10 @@ pub async fn erase(
     PathParam(id): PathParam<Uuid>,
     body: Bytes,
 ) -> Response {
-    let form = serde_urlencoded_form(&body);
-    if let Err(r) = signed.checked(&form) {
-        return r;
-    }
-    if let Err(r) = signed.allowed(Need::Compliance) {
-        return r;
-    }
+    let form = match signed.form(Need::Compliance, &body) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     let back = format!("/console/privacy/requests/{id}");
     if form.get("confirm").map(String::as_str) != Some("yes") {
         return after_form(&state, &signed, false, "Confirm the erasure: nothing was done.", &back);
