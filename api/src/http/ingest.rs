@@ -286,10 +286,17 @@ pub async fn get_record_customer(
     let Some(resolver) = state.resolver() else {
         return Problem::unavailable("resolver").into_response();
     };
-    let Ok(stream) = state.ingestor.current_stream(&system, &source_id).await else {
-        return Problem::unavailable("event store").into_response();
+    // The record's first stream answers but for a record released after its
+    // person's erasure: only then is the chain of hold streams read.
+    let first = resolver.token_of(&state.ingestor.stream_of(&system, &source_id)).await;
+    let found = match first {
+        Ok(None) => match state.ingestor.current_stream(&system, &source_id).await {
+            Ok(stream) => resolver.token_of(&stream).await,
+            Err(_) => return Problem::unavailable("event store").into_response(),
+        },
+        other => other,
     };
-    match resolver.token_of(&stream).await {
+    match found {
         Ok(Some(token)) => Json(json!({"system": system, "token": token})).into_response(),
         Ok(None) => Problem::new(
             StatusCode::NOT_FOUND,
