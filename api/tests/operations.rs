@@ -2,6 +2,9 @@
 //! Docker engine needed), backup and restore of the embedded store while
 //! it serves, and graceful shutdown with a large ingest batch in flight.
 
+// The tests print what they measured (one line each), for the docs.
+#![allow(clippy::print_stdout)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

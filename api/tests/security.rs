@@ -4,6 +4,9 @@
 //! or configuration; SQL texts splice only allow-listed expressions.
 //! docs/security-review.md records the review.
 
+// The tests print what they measured (one line each), for the docs.
+#![allow(clippy::print_stdout)]
+
 mod common;
 mod sqlscan;
 
@@ -712,11 +715,8 @@ async fn secrets_stay_out_of_logs_error_bodies_and_storage(backend: Backend) {
 
     // Steward commands: an override refused for its value, one accepted,
     // a merge without a reason, a merge that applies.
-    let (status, headers, _) = s
-        .send("read", with("steward").get(format!("{base}/v1/customers/{token}")))
-        .await;
-    assert_eq!(status, 200);
-    let etag = headers["etag"].to_str().expect("etag").to_owned();
+    // (No If-Match: the resolver may still be linking records to the
+    // customer, and a 412 would only make the test flaky.)
     let overrides = format!("{base}/v1/customers/{token}/overrides");
     let (status, _, _) = s
         .send(
@@ -729,10 +729,7 @@ async fn secrets_stay_out_of_logs_error_bodies_and_storage(backend: Backend) {
     let (status, _, text) = s
         .send(
             "override",
-            with("steward")
-                .post(&overrides)
-                .header("if-match", &etag)
-                .json(&json!({"attribute": "email",
+            with("steward").post(&overrides).json(&json!({"attribute": "email",
                 "value": "override.quimbleworth@example.com", "permanent": true, "reason": "customer called"})),
         )
         .await;
