@@ -1122,8 +1122,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
     }
     // In-flight requests have been answered. The projections finish the
-    // batch they are applying (and the webhook dispatcher its delivery),
-    // then stop; a store that hangs does not hold the exit for ever.
+    // batch they are applying, then stop (the webhook dispatcher at once:
+    // an abandoned delivery is sent again after the restart); a store that
+    // hangs does not hold the exit for ever.
     let _ = stop_projections.send(true);
     let drained = tokio::time::timeout(std::time::Duration::from_secs(30), async {
         let _ = webhook_task.await;
