@@ -16,6 +16,8 @@
 //! - `main.rs`: the `mdm` CLI (`serve`, `import`, `datagen`, `sources check`, `bench`).
 
 pub mod auth;
+// `mdm backup`: a consistent copy of the embedded store while it serves.
+pub mod backup;
 pub mod bench_api;
 pub mod bench_erasure;
 pub mod bench_ingest;

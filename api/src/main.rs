@@ -80,11 +80,27 @@ enum Command {
         #[command(subcommand)]
         what: PrivacyCommand,
     },
+    /// Copies the embedded store (events.db, read.db, keys.db) into a new
+    /// folder while `mdm serve` runs: a consistent snapshot, one JSON line
+    /// per file. Restore: stop the service, copy the files back into the
+    /// data folder (see docs/operations.md).
+    Backup(BackupArgs),
     /// Measures the product and prints one JSON line per figure.
     Bench {
         #[command(subcommand)]
         what: BenchCommand,
     },
+}
+
+#[derive(clap::Args, Debug)]
+struct BackupArgs {
+    /// The folder to write (must not exist yet, or be empty).
+    dest: PathBuf,
+    /// Also copy the master key file. By default it is left out: it never
+    /// changes, and kept apart from the backup, a stolen backup holds no
+    /// readable personal data. Back it up once, elsewhere.
+    #[arg(long)]
+    include_master_key: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -455,6 +471,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             what: BenchCommand::Erasure(args),
         } => mdm_api::bench_erasure::run_erasure_bench(args).await,
+        Command::Backup(args) => {
+            let config = load_config(cli.config.as_deref())?;
+            let copied = tokio::task::spawn_blocking(move || {
+                mdm_api::backup::backup(&config, &args.dest, args.include_master_key)
+            })
+            .await??;
+            for c in &copied {
+                print_json(c)?;
+            }
+            Ok(())
+        }
         Command::Demo(args) => {
             let config = mdm_api::demo::prepare(&args).await?;
             if args.no_serve {
@@ -1094,10 +1121,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 .context("serving HTTPS")?;
         }
     }
+    // In-flight requests have been answered. The projections finish the
+    // batch they are applying, then stop (the webhook dispatcher at once:
+    // an abandoned delivery is sent again after the restart); a store that
+    // hangs does not hold the exit for ever.
     let _ = stop_projections.send(true);
-    let _ = webhook_task.await;
-    for task in projection_tasks {
-        let _ = task.await;
+    let drained = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        let _ = webhook_task.await;
+        for task in projection_tasks {
+            let _ = task.await;
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("projections did not stop within 30 s of shutdown; exiting without them");
     }
     read_db.close().await;
     store.close().await;

@@ -533,6 +533,14 @@ impl Runner {
     /// Follows the log until the subscription or a batch fails. Catches up
     /// first, then applies new events as they arrive.
     pub async fn run(&self) -> Result<(), ProjectionError> {
+        let (_never, stop) = watch::channel(false);
+        self.run_until(stop).await
+    }
+
+    /// [`Runner::run`] until `stop` turns true: the batch being applied
+    /// then is finished and committed, no further batch is started, and it
+    /// returns `Ok` (graceful shutdown).
+    pub async fn run_until(&self, mut stop: watch::Receiver<bool>) -> Result<(), ProjectionError> {
         let mut checkpoint = ensure(&self.db, self.projection.as_ref()).await?;
         if checkpoint.config != self.projection.config() {
             tracing::warn!(
@@ -552,7 +560,25 @@ impl Runner {
             let subscription = self.store.subscribe_all(position).await?;
             let mut chunks = subscription.ready_chunks(self.batch);
             let moved = loop {
-                let Some(chunk) = chunks.next().await else {
+                let stopping = async {
+                    if stop.wait_for(|s| *s).await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                };
+                let next = tokio::select! {
+                    biased;
+                    () = stopping => None,
+                    chunk = chunks.next() => Some(chunk),
+                };
+                let Some(next) = next else {
+                    tracing::info!(
+                        projection = name,
+                        position = position.0,
+                        "projection stopped after its last batch"
+                    );
+                    return Ok(());
+                };
+                let Some(chunk) = next else {
                     return Err(ProjectionError::Read(ReadError::Unavailable(
                         "the subscription ended".into(),
                     )));
@@ -621,13 +647,13 @@ async fn checkpoint_of_db(db: &ReadDb, name: &str) -> Result<Checkpoint, Project
 pub async fn supervise(runner: Runner, mut shutdown: watch::Receiver<bool>) {
     let mut pause = Duration::from_millis(200);
     loop {
-        tokio::select! {
-            result = runner.run() => {
-                if let Err(e) = result {
-                    tracing::error!(projection = runner.name(), error = %ErrorChain(&e), "projection stopped; restarting from its checkpoint");
-                }
-            }
-            _ = shutdown.wait_for(|stop| *stop) => return,
+        // Shutdown lets the batch being applied commit (run_until stops
+        // between batches), so a stop never throws finished work away.
+        if let Err(e) = runner.run_until(shutdown.clone()).await {
+            tracing::error!(projection = runner.name(), error = %ErrorChain(&e), "projection stopped; restarting from its checkpoint");
+        }
+        if *shutdown.borrow() {
+            return;
         }
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}

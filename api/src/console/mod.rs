@@ -39,14 +39,13 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
-use axum::Router;
+use axum::routing::{get, post, MethodRouter};
 use maud::{html, Markup, DOCTYPE};
 use rand_core::{OsRng, RngCore};
 use serde_json::Value;
 
 use crate::auth::{Need, Principal, Role};
-use crate::http::AppState;
+use crate::http::{Access, AppState, UnlistedRoute};
 
 /// The session cookie.
 const COOKIE: &str = "mdm_console";
@@ -216,27 +215,71 @@ impl FromRequestParts<AppState> for Signed {
     }
 }
 
-/// The console's routes (all under `/console`).
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/console/login", get(login_page).post(login))
-        .route("/console/logout", post(logout))
-        .route("/console/assets/console.css", get(css))
-        .route("/console", get(pages::search))
-        .route("/console/customers/{token}", get(pages::customer))
-        .route("/console/customers/{token}/decisions/{position}", get(pages::decision))
-        .route("/console/customers/{token}/merge", post(pages::merge))
-        .route("/console/customers/{token}/split", post(pages::split))
-        .route("/console/customers/{token}/override", post(pages::set_override))
-        .route("/console/reviews", get(pages::reviews))
-        .route("/console/reviews/{id}", get(pages::review).post(pages::decide_review))
-        .route("/console/privacy", get(privacy::ledger).post(privacy::create_request))
-        .route("/console/privacy/requests/{id}", get(privacy::request))
-        .route("/console/privacy/requests/{id}/verify", post(privacy::verify))
-        .route("/console/privacy/requests/{id}/erase", post(privacy::erase))
-        .route("/console/privacy/requests/{id}/complete", post(privacy::complete))
-        .route("/console/privacy/exports/{token}", get(privacy::export))
-        .route("/console/ops", get(pages::ops))
+/// The console's routes (all under `/console`), one per method and path:
+/// the sign-in page, its form and the stylesheet are open; everything else
+/// needs a session (`Signed`, which redirects to the sign-in page).
+pub fn routes() -> Vec<(UnlistedRoute, MethodRouter<AppState>)> {
+    let open = |method, path, reason| UnlistedRoute {
+        method,
+        path,
+        access: Access::Public(reason),
+    };
+    let signed = |method, path| UnlistedRoute {
+        method,
+        path,
+        access: Access::ConsoleSession,
+    };
+    vec![
+        (
+            open("GET", "/console/login", "the sign-in page: a form, no data"),
+            get(login_page),
+        ),
+        (
+            open(
+                "POST",
+                "/console/login",
+                "the sign-in itself: checks the API key it is sent",
+            ),
+            post(login),
+        ),
+        (
+            open("GET", "/console/assets/console.css", "the sign-in page's stylesheet"),
+            get(css),
+        ),
+        (signed("POST", "/console/logout"), post(logout)),
+        (signed("GET", "/console"), get(pages::search)),
+        (signed("GET", "/console/customers/{token}"), get(pages::customer)),
+        (
+            signed("GET", "/console/customers/{token}/decisions/{position}"),
+            get(pages::decision),
+        ),
+        (signed("POST", "/console/customers/{token}/merge"), post(pages::merge)),
+        (signed("POST", "/console/customers/{token}/split"), post(pages::split)),
+        (
+            signed("POST", "/console/customers/{token}/override"),
+            post(pages::set_override),
+        ),
+        (signed("GET", "/console/reviews"), get(pages::reviews)),
+        (signed("GET", "/console/reviews/{id}"), get(pages::review)),
+        (signed("POST", "/console/reviews/{id}"), post(pages::decide_review)),
+        (signed("GET", "/console/privacy"), get(privacy::ledger)),
+        (signed("POST", "/console/privacy"), post(privacy::create_request)),
+        (signed("GET", "/console/privacy/requests/{id}"), get(privacy::request)),
+        (
+            signed("POST", "/console/privacy/requests/{id}/verify"),
+            post(privacy::verify),
+        ),
+        (
+            signed("POST", "/console/privacy/requests/{id}/erase"),
+            post(privacy::erase),
+        ),
+        (
+            signed("POST", "/console/privacy/requests/{id}/complete"),
+            post(privacy::complete),
+        ),
+        (signed("GET", "/console/privacy/exports/{token}"), get(privacy::export)),
+        (signed("GET", "/console/ops"), get(pages::ops)),
+    ]
 }
 
 const CSS: &str = include_str!("console.css");

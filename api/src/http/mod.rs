@@ -152,24 +152,82 @@ impl AppState {
     }
 }
 
-/// The service's routes: `/health` and `/openapi.json` open, everything
-/// else behind authentication with the role each group needs.
-pub fn router(state: AppState) -> Router {
-    let limit = state.max_body_bytes;
-    let (api, doc) = openapi::api(&state).split_for_parts();
-    let doc = Arc::new(doc);
-    Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ops::ready))
-        .route(
-            "/openapi.json",
+/// Who may call a route that the OpenAPI document does not list (every
+/// route the document lists needs an API key or a webhook signature).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Open to anyone, for the reason given.
+    Public(&'static str),
+    /// A console page or form: needs a signed-in console session; without
+    /// one it redirects to the sign-in page and does nothing.
+    ConsoleSession,
+}
+
+/// A route outside the OpenAPI document.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnlistedRoute {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub access: Access,
+}
+
+/// The service's routes that the OpenAPI document does not list, one per
+/// method and path, each with who may call it. [`router`] serves exactly
+/// these and the document's operations; `api/tests/security.rs` walks both
+/// lists without credentials (and checks that no other code adds routes).
+pub fn unlisted_routes(
+    doc: Arc<utoipa::openapi::OpenApi>,
+) -> Vec<(UnlistedRoute, axum::routing::MethodRouter<AppState>)> {
+    let public = |method, path, reason| UnlistedRoute {
+        method,
+        path,
+        access: Access::Public(reason),
+    };
+    let mut routes = vec![
+        (
+            public(
+                "GET",
+                "/health",
+                "liveness for load balancers and orchestrators; tells only that the store answers",
+            ),
+            get(health),
+        ),
+        (
+            public(
+                "GET",
+                "/ready",
+                "readiness for load balancers; tells only whether resolver and projections keep up",
+            ),
+            get(ops::ready),
+        ),
+        (
+            public(
+                "GET",
+                "/openapi.json",
+                "the API's description, so clients can be generated before they hold a key",
+            ),
             get(move || {
                 let doc = doc.clone();
                 async move { Json(doc.as_ref().clone()) }
             }),
-        )
+        ),
+    ];
+    routes.extend(crate::console::routes());
+    routes
+}
+
+/// The service's routes: [`unlisted_routes`] (health, readiness, the
+/// document, the console) and the authenticated API with the role each
+/// group needs.
+pub fn router(state: AppState) -> Router {
+    let limit = state.max_body_bytes;
+    let (api, doc) = openapi::api(&state).split_for_parts();
+    let mut routes = Router::new();
+    for (route, handler) in unlisted_routes(Arc::new(doc)) {
+        routes = routes.route(route.path, handler);
+    }
+    routes
         .merge(api)
-        .merge(crate::console::routes())
         .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), ops::track))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
