@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::http::edge::HttpLimits;
 use crate::http::feed::FeedSettings;
 use crate::webhooks::WebhookSettings;
 
@@ -101,6 +102,8 @@ pub struct Config {
     pub webhooks: WebhookSettings,
     /// HTTPS instead of plain HTTP: a PEM certificate chain and its key.
     pub tls: Option<TlsFiles>,
+    /// Timeouts and connection and request limits of the HTTP edge.
+    pub http_limits: HttpLimits,
 }
 
 /// The PEM files of the service's TLS certificate.
@@ -186,6 +189,10 @@ struct FileHttp {
     max_body_bytes: Option<usize>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    header_read_timeout_ms: Option<u64>,
+    body_read_timeout_ms: Option<u64>,
+    max_connections: Option<u64>,
+    max_in_flight: Option<u64>,
 }
 
 impl Config {
@@ -198,7 +205,9 @@ impl Config {
     /// `MDM_FEED_KEEP_ALIVE_MS`, `MDM_FEED_POLL_MS`,
     /// `MDM_WEBHOOK_MAX_ATTEMPTS`, `MDM_WEBHOOK_RETRY_BASE_MS`,
     /// `MDM_WEBHOOK_RETRY_CAP_MS`, `MDM_WEBHOOK_TIMEOUT_MS`,
-    /// `MDM_WEBHOOK_POLL_MS`.
+    /// `MDM_WEBHOOK_POLL_MS`, `MDM_HTTP_HEADER_READ_TIMEOUT_MS`,
+    /// `MDM_HTTP_BODY_READ_TIMEOUT_MS`, `MDM_HTTP_MAX_CONNECTIONS`,
+    /// `MDM_HTTP_MAX_IN_FLIGHT`.
     pub fn from_sources(file: Option<&str>, env: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
         let file: FileConfig = match file {
             Some(text) => toml::from_str(text).map_err(|e| ConfigError::File(e.message().to_owned()))?,
@@ -255,6 +264,7 @@ impl Config {
                 })
             }
         };
+        let http_limits = http_limits(&file.http, &var)?;
         let keys = keys_config(&data_dir, &event_store, file.keys, &var)?;
         let read_models = read_model_config(&data_dir, &event_store, file.read_models, &var)?;
         let feed = feed_config(file.feed, &var)?;
@@ -270,6 +280,7 @@ impl Config {
             feed,
             webhooks,
             tls,
+            http_limits,
         })
     }
 }
@@ -295,6 +306,42 @@ fn positive(
         return Err(bad());
     }
     Ok(value)
+}
+
+fn http_limits(file: &FileHttp, var: &dyn Fn(&str) -> Option<String>) -> Result<HttpLimits, ConfigError> {
+    let d = HttpLimits::default();
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let count = |env_key: &str, file_key: &str, file: Option<u64>, default: usize| {
+        positive(var, env_key, file_key, file, default as u64).map(|v| usize::try_from(v).unwrap_or(usize::MAX))
+    };
+    Ok(HttpLimits {
+        header_read_timeout: std::time::Duration::from_millis(positive(
+            var,
+            "MDM_HTTP_HEADER_READ_TIMEOUT_MS",
+            "http.header_read_timeout_ms",
+            file.header_read_timeout_ms,
+            ms(d.header_read_timeout),
+        )?),
+        body_read_timeout: std::time::Duration::from_millis(positive(
+            var,
+            "MDM_HTTP_BODY_READ_TIMEOUT_MS",
+            "http.body_read_timeout_ms",
+            file.body_read_timeout_ms,
+            ms(d.body_read_timeout),
+        )?),
+        max_connections: count(
+            "MDM_HTTP_MAX_CONNECTIONS",
+            "http.max_connections",
+            file.max_connections,
+            d.max_connections,
+        )?,
+        max_in_flight: count(
+            "MDM_HTTP_MAX_IN_FLIGHT",
+            "http.max_in_flight",
+            file.max_in_flight,
+            d.max_in_flight,
+        )?,
+    })
 }
 
 fn feed_config(file: FileFeed, var: &dyn Fn(&str) -> Option<String>) -> Result<FeedSettings, ConfigError> {
@@ -663,6 +710,26 @@ mod tests {
         assert!(e.to_string().contains("colour"));
         let e = Config::from_sources(None, &env(&[("MDM_SQLITE_FSYNC", "maybe")])).expect_err("refused");
         assert!(e.to_string().contains("MDM_SQLITE_FSYNC"));
+    }
+
+    #[test]
+    fn http_limits_come_from_the_file_or_the_environment() {
+        let c = Config::from_sources(None, &env(&[])).expect("valid");
+        assert_eq!(c.http_limits, HttpLimits::default());
+        assert_eq!(c.http_limits.header_read_timeout, std::time::Duration::from_secs(10));
+        let file = "[http]\nheader_read_timeout_ms = 2000\nbody_read_timeout_ms = 3000\nmax_connections = 50\nmax_in_flight = 8\n";
+        let c = Config::from_sources(Some(file), &env(&[("MDM_HTTP_MAX_IN_FLIGHT", "4")])).expect("valid");
+        assert_eq!(
+            c.http_limits,
+            HttpLimits {
+                header_read_timeout: std::time::Duration::from_secs(2),
+                body_read_timeout: std::time::Duration::from_secs(3),
+                max_connections: 50,
+                max_in_flight: 4,
+            }
+        );
+        let e = Config::from_sources(None, &env(&[("MDM_HTTP_MAX_CONNECTIONS", "0")])).expect_err("refused");
+        assert!(e.to_string().contains("http.max_connections"), "{e}");
     }
 
     #[test]

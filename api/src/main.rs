@@ -1076,11 +1076,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         feed.close();
     };
     state.projections = std::sync::Arc::new(progress);
+    state.edge = mdm_api::http::edge::EdgeState::new(config.http_limits);
+    let edge_counters = state.edge.counters.clone();
     let app = router(state);
     // TLS: load the certificate before announcing, so a bad file stops start-up.
     let tls = match &config.tls {
-        Some(files) => Some(
-            axum_server::tls_rustls::RustlsConfig::from_pem_file(&files.cert, &files.key)
+        Some(files) => {
+            let loaded = axum_server::tls_rustls::RustlsConfig::from_pem_file(&files.cert, &files.key)
                 .await
                 .with_context(|| {
                     format!(
@@ -1088,8 +1090,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                         files.cert.display(),
                         files.key.display()
                     )
-                })?,
-        ),
+                })?;
+            // HTTP/1.1 only: the edge's timeouts and limits are HTTP/1's.
+            let mut server_config = loaded.get_inner().as_ref().clone();
+            server_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Some(std::sync::Arc::new(server_config))
+        }
         None => None,
     };
     tracing::info!(
@@ -1100,27 +1106,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         key_store = ingestor_keys.backend(),
         "mdm is serving"
     );
-    match tls {
-        None => axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving HTTP")?,
-        Some(tls) => {
-            let handle = axum_server::Handle::new();
-            let stopper = handle.clone();
-            tokio::spawn(async move {
-                shutdown.await;
-                stopper.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
-            });
-            let listener = listener.into_std().context("taking over the listener")?;
-            axum_server::from_tcp_rustls(listener, tls)
-                .context("serving HTTPS")?
-                .handle(handle)
-                .serve(app.into_make_service())
-                .await
-                .context("serving HTTPS")?;
-        }
-    }
+    // One accept loop for HTTP and HTTPS (api/src/http/edge.rs): connection
+    // limit, header and TLS handshake timeouts, graceful shutdown that lets
+    // requests in flight finish (30 s at most; open feed streams end when
+    // shutdown begins).
+    mdm_api::http::edge::serve(
+        listener,
+        app,
+        tls,
+        config.http_limits,
+        edge_counters,
+        shutdown,
+        std::time::Duration::from_secs(30),
+    )
+    .await;
     // In-flight requests have been answered. The projections finish the
     // batch they are applying, then stop (the webhook dispatcher at once:
     // an abandoned delivery is sent again after the restart); a store that

@@ -8,7 +8,7 @@
 #![allow(clippy::result_large_err)]
 
 pub use super::problem::bad_request;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -21,7 +21,7 @@ use serde_json::{json, Map, Value};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::problem::{PathParam, Problem};
+use super::problem::{PathParam, Problem, QueryParams};
 use super::AppState;
 use crate::auth::Principal;
 
@@ -208,7 +208,7 @@ pub async fn get_customer(
 pub async fn get_customer_by_source(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Path((system, source_id)): Path<(String, String)>,
+    PathParam((system, source_id)): PathParam<(String, String)>,
 ) -> Response {
     if state.ingestor.sources().get(&system).is_none() {
         return Problem::unknown_system().into_response();
@@ -260,7 +260,7 @@ pub struct CustomerPage {
 pub async fn search_customers(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Query(params): Query<SearchParams>,
+    QueryParams(params): QueryParams<SearchParams>,
 ) -> Response {
     let limit = match page_limit(params.limit, 20) {
         Ok(l) => l,
@@ -431,7 +431,7 @@ pub struct PageParams {
 pub async fn get_history(
     State(state): State<AppState>,
     PathParam(token): PathParam<Uuid>,
-    Query(page): Query<PageParams>,
+    QueryParams(page): QueryParams<PageParams>,
 ) -> Response {
     let limit = match page_limit(page.limit, 50) {
         Ok(l) => l,
@@ -489,7 +489,7 @@ pub async fn get_source_records(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     PathParam(token): PathParam<Uuid>,
-    Query(params): Query<SourceRecordParams>,
+    QueryParams(params): QueryParams<SourceRecordParams>,
 ) -> Response {
     if !principal.scopes.is_all() {
         return Problem::new(
@@ -562,7 +562,7 @@ pub async fn get_as_of(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     PathParam(token): PathParam<Uuid>,
-    Query(params): Query<AsOfParams>,
+    QueryParams(params): QueryParams<AsOfParams>,
 ) -> Response {
     let at = match (params.position, params.time.as_deref()) {
         (Some(p), None) => AsOf::Position(Position(p)),
@@ -664,7 +664,7 @@ pub struct ReviewParams {
         (status = 400, description = "Bad state, cursor or limit", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = [])))]
-pub async fn list_reviews(State(state): State<AppState>, Query(params): Query<ReviewParams>) -> Response {
+pub async fn list_reviews(State(state): State<AppState>, QueryParams(params): QueryParams<ReviewParams>) -> Response {
     let limit = match page_limit(params.limit, 50) {
         Ok(l) => l,
         Err(r) => return r,

@@ -27,8 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -44,7 +43,7 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::problem::{bad_request, Problem};
+use super::problem::{bad_request, Problem, QueryParams};
 use super::AppState;
 use crate::auth::{Principal, Scopes};
 
@@ -158,11 +157,8 @@ pub async fn get_feed(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     headers: HeaderMap,
-    params: Result<Query<FeedParams>, QueryRejection>,
+    QueryParams(params): QueryParams<FeedParams>,
 ) -> Response {
-    let Ok(Query(params)) = params else {
-        return bad_request("the query string cannot be read", "query");
-    };
     // An empty Last-Event-ID is no cursor (some clients send one before
     // they have seen an event).
     let last_event_id = headers

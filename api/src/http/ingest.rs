@@ -11,7 +11,7 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -23,7 +23,7 @@ use mdm_domain::source::InputFormat;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::problem::Problem;
+use super::problem::{PathParam, Problem};
 use super::AppState;
 
 /// Records per ingest call; a body's records are ingested in such batches.
@@ -51,7 +51,7 @@ const BATCH: usize = 1000;
     security(("api_key" = [])))]
 pub async fn post_records(
     State(state): State<AppState>,
-    Path(system): Path<String>,
+    PathParam(system): PathParam<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -278,7 +278,7 @@ fn utf8_percent_encode(segment: &str) -> String {
     security(("api_key" = [])))]
 pub async fn get_record_customer(
     State(state): State<AppState>,
-    Path((system, source_id)): Path<(String, String)>,
+    PathParam((system, source_id)): PathParam<(String, String)>,
 ) -> Response {
     if state.ingestor.sources().get(&system).is_none() {
         return Problem::unknown_system().into_response();

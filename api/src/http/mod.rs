@@ -15,6 +15,8 @@ macro_rules! try_or {
 }
 
 pub mod customers;
+// The edge: connection and request limits, timeouts, problem answers.
+pub mod edge;
 pub mod erasure;
 // Privacy: the right-to-know export, for the compliance role.
 pub mod export;
@@ -90,6 +92,8 @@ pub struct AppState {
     pub console: crate::console::Sessions,
     /// Served over TLS: the console's cookies are `Secure`.
     pub secure_cookies: bool,
+    /// The edge's limits (load shedding, body deadline) and its counters.
+    pub edge: edge::EdgeState,
 }
 
 impl AppState {
@@ -130,6 +134,7 @@ impl AppState {
             webhooks,
             console: crate::console::Sessions::default(),
             secure_cookies: false,
+            edge: edge::EdgeState::new(edge::HttpLimits::default()),
         })
     }
 }
@@ -221,6 +226,7 @@ pub fn unlisted_routes(
 /// group needs.
 pub fn router(state: AppState) -> Router {
     let limit = state.max_body_bytes;
+    let edge = state.edge.clone();
     let (api, doc) = openapi::api(&state).split_for_parts();
     let mut routes = Router::new();
     for (route, handler) in unlisted_routes(Arc::new(doc)) {
@@ -230,6 +236,11 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), ops::track))
         .layer(DefaultBodyLimit::max(limit))
+        // The edge (edge.rs), outermost last: every error a problem
+        // document, the body's deadline, then load shedding.
+        .layer(axum::middleware::from_fn(edge::problem_only))
+        .layer(axum::middleware::from_fn_with_state(edge.clone(), edge::body_deadline))
+        .layer(axum::middleware::from_fn_with_state(edge, edge::shed))
         .with_state(state)
 }
 

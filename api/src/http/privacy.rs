@@ -16,8 +16,7 @@
 #![allow(clippy::result_large_err)]
 
 use axum::body::Bytes;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -32,7 +31,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::problem::{bad_request, json_body as body, PathParam, Problem};
+use super::problem::{bad_request, json_body as body, PathParam, Problem, QueryParams};
 use super::AppState;
 use crate::auth::Principal;
 use crate::privacy::{self as ledger, Caller, Command, HoldCommandError, HoldDoc, PrivacyError, RequestDoc};
@@ -268,11 +267,9 @@ pub async fn create_request(
     security(("api_key" = [])))]
 pub async fn list_requests(
     State(state): State<AppState>,
-    params: Result<Query<ListParams>, QueryRejection>,
+    QueryParams(params): QueryParams<ListParams>,
 ) -> Response {
-    let Ok(Query(p)) = params else {
-        return bad_request("the query string cannot be read", "query");
-    };
+    let p = params;
     let status = match p.status.as_deref() {
         None => None,
         Some("open") => Some(Status::Open),
@@ -521,10 +518,8 @@ pub struct HoldPage {
         (status = 400, description = "Bad state, limit or cursor", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = [])))]
-pub async fn list_holds(State(state): State<AppState>, params: Result<Query<HoldParams>, QueryRejection>) -> Response {
-    let Ok(Query(p)) = params else {
-        return bad_request("the query string cannot be read", "query");
-    };
+pub async fn list_holds(State(state): State<AppState>, QueryParams(params): QueryParams<HoldParams>) -> Response {
+    let p = params;
     let hold_state = match p.state.as_deref() {
         None => None,
         Some(s @ ("pending" | "suppressed" | "released")) => Some(s),

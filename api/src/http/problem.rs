@@ -153,3 +153,37 @@ pub fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Resp
         bad_request(detail, &field)
     })
 }
+
+/// `axum::extract::Query` whose rejection is a problem document naming the
+/// query parameter at fault (axum's own answers in plain text, and serde's
+/// messages may quote the value).
+#[derive(Debug)]
+pub struct QueryParams<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for QueryParams<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _state: &S) -> Result<Self, Problem> {
+        let query = parts.uri.query().unwrap_or("");
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de).map(QueryParams).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.inner().to_string();
+            let field = if path == "." || path.is_empty() {
+                inner.split('`').nth(1).unwrap_or("query").to_owned()
+            } else {
+                path
+            };
+            let detail = if inner.starts_with("missing field") {
+                "a required query parameter is missing"
+            } else {
+                "a query parameter is not of the expected type or form"
+            };
+            Problem::new(StatusCode::BAD_REQUEST, "Bad request", detail).field(field)
+        })
+    }
+}

@@ -6,7 +6,7 @@
 //! "email 2" (never the key itself: it may be an e-mail address).
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::problem::Problem;
+use super::problem::{PathParam, Problem};
 use super::AppState;
 
 /// Keys one request may ask for; the source's rate limit makes bigger
@@ -45,7 +45,7 @@ pub struct PullRequest {
     security(("api_key" = [])))]
 pub async fn post_pull(
     State(state): State<AppState>,
-    Path(system): Path<String>,
+    PathParam(system): PathParam<String>,
     body: Result<Json<PullRequest>, JsonRejection>,
 ) -> Response {
     if state.ingestor.sources().get(&system).is_none() {
