@@ -214,6 +214,7 @@ impl Config {
             None => FileConfig::default(),
         };
         let var = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
+        let http_limits = http_limits(&file.http, &var)?;
 
         let data_dir = var("MDM_DATA_DIR")
             .map(PathBuf::from)
@@ -264,7 +265,6 @@ impl Config {
                 })
             }
         };
-        let http_limits = http_limits(&file.http, &var)?;
         let keys = keys_config(&data_dir, &event_store, file.keys, &var)?;
         let read_models = read_model_config(&data_dir, &event_store, file.read_models, &var)?;
         let feed = feed_config(file.feed, &var)?;

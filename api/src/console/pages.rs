@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
+
+use crate::http::problem::QueryParams;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Extension;
@@ -87,7 +89,7 @@ pub async fn search(State(state): State<AppState>, signed: Signed, Query(q): Que
                 let r = customers::get_customer_by_source(
                     State(state.clone()),
                     Extension(signed.principal.clone()),
-                    Path((system.to_owned(), text.to_owned())),
+                    PathParam((system.to_owned(), text.to_owned())),
                 )
                 .await;
                 let (status, _, body) = json_of(r).await;
@@ -117,7 +119,7 @@ pub async fn search(State(state): State<AppState>, signed: Signed, Query(q): Que
                 let r = customers::search_customers(
                     State(state.clone()),
                     Extension(signed.principal.clone()),
-                    Query(params),
+                    QueryParams(params),
                 )
                 .await;
                 let (status, _, body) = json_of(r).await;
@@ -236,7 +238,7 @@ pub async fn customer(
             State(state.clone()),
             Extension(principal.clone()),
             PathParam(token),
-            Query(SourceRecordParams { versions: Some(true) }),
+            QueryParams(SourceRecordParams { versions: Some(true) }),
         )
         .await,
     )
@@ -245,7 +247,7 @@ pub async fn customer(
         customers::get_history(
             State(state.clone()),
             PathParam(token),
-            Query(PageParams {
+            QueryParams(PageParams {
                 cursor: None,
                 limit: Some(100),
             }),
@@ -271,7 +273,7 @@ pub async fn customer(
                         State(state.clone()),
                         Extension(principal.clone()),
                         PathParam(token),
-                        Query(AsOfParams {
+                        QueryParams(AsOfParams {
                             position: None,
                             time: Some(time),
                         }),
@@ -693,7 +695,7 @@ pub async fn decision(
             customers::get_history(
                 State(state.clone()),
                 PathParam(token),
-                Query(PageParams {
+                QueryParams(PageParams {
                     cursor,
                     limit: Some(100),
                 }),
@@ -759,7 +761,7 @@ pub async fn reviews(State(state): State<AppState>, signed: Signed) -> Response 
     let (status, _, list) = json_of(
         customers::list_reviews(
             State(state.clone()),
-            Query(ReviewParams {
+            QueryParams(ReviewParams {
                 state: None,
                 cursor: None,
                 limit: Some(100),
@@ -867,7 +869,7 @@ pub async fn decide_review(
     let (_, _, list) = json_of(
         customers::list_reviews(
             State(state.clone()),
-            Query(ReviewParams {
+            QueryParams(ReviewParams {
                 state: None,
                 cursor: None,
                 limit: Some(5),

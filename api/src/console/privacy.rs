@@ -4,7 +4,9 @@
 //! erasure's proof.
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
+
+use crate::http::problem::QueryParams;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Extension;
@@ -27,13 +29,13 @@ pub async fn ledger(State(state): State<AppState>, signed: Signed) -> Response {
     let (status, _, list) = json_of(
         api::list_requests(
             State(state.clone()),
-            Ok(Query(ListParams {
+            QueryParams(ListParams {
                 status: None,
                 kind: None,
                 overdue: None,
                 limit: Some("100".into()),
                 cursor: None,
-            })),
+            }),
         )
         .await,
     )
@@ -45,11 +47,11 @@ pub async fn ledger(State(state): State<AppState>, signed: Signed) -> Response {
     let (_, _, holds) = json_of(
         api::list_holds(
             State(state.clone()),
-            Ok(Query(api::HoldParams {
+            QueryParams(api::HoldParams {
                 state: Some("pending".into()),
                 limit: Some("100".into()),
                 cursor: None,
-            })),
+            }),
         )
         .await,
     )
