@@ -82,10 +82,12 @@ pub struct EdgeCounters {
 }
 
 /// How long a refused connection is given to take its 503.
-const REFUSAL_BOUND: Duration = Duration::from_secs(2);
+const REFUSAL_BOUND: Duration = Duration::from_secs(1);
+/// How long a refusal reads what the client sent before closing.
+const REFUSAL_DRAIN: Duration = Duration::from_millis(250);
 /// Refusals being written at once, at most; beyond, a connection is closed
 /// without an answer (a flood must not grow tasks without bound either).
-const MAX_REFUSALS: usize = 256;
+const MAX_REFUSALS: usize = 512;
 /// `Retry-After` of a refusal or a shed request, in seconds.
 const RETRY_AFTER_SECONDS: u64 = 1;
 
@@ -212,8 +214,13 @@ fn refuse(mut stream: TcpStream, tls: bool, refusals: &Arc<Semaphore>, refusal: 
         let _ = tokio::time::timeout(REFUSAL_BOUND, async {
             stream.write_all(&refusal).await?;
             stream.shutdown().await?;
-            // Read what the client sent until it closes: closing a socket
-            // with unread input resets it, and the client could lose the 503.
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
+        // Read what the client sent (until it closes, briefly): closing a
+        // socket with unread input resets it, and the client could lose
+        // the 503.
+        let _ = tokio::time::timeout(REFUSAL_DRAIN, async {
             let mut sink = [0u8; 4096];
             while stream.read(&mut sink).await? > 0 {}
             Ok::<_, std::io::Error>(())
@@ -257,8 +264,37 @@ impl EdgeState {
 /// Gives the request body [`HttpLimits::body_read_timeout`] to arrive; if
 /// the handler was still waiting for it then, the answer is 408 and the
 /// connection is closed (whatever the handler made of the broken body).
-pub async fn body_deadline(State(edge): State<EdgeState>, request: Request, next: Next) -> Response {
+///
+/// A body that declares a length above `max_body_bytes` is refused with 413
+/// before any of it is read (the extractors' limit would only notice once
+/// that much had arrived, or the deadline passed).
+pub async fn body_deadline(
+    State((edge, max_body_bytes)): State<(EdgeState, usize)>,
+    request: Request,
+    next: Next,
+) -> Response {
     use axum::body::HttpBody;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max_body_bytes as u64) {
+        let mut response = Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Payload too large",
+            format!(
+                "the body is larger than the limit of {max_body_bytes} bytes (http.max_body_bytes); nothing was \
+                 stored. Split it, or use `mdm import` for files"
+            ),
+        )
+        .field("body")
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return response;
+    }
     if request.body().is_end_stream() {
         return next.run(request).await;
     }
