@@ -227,7 +227,8 @@ pub fn unlisted_routes(
 pub fn router(state: AppState) -> Router {
     let limit = state.max_body_bytes;
     let edge = state.edge.clone();
-    let (api, doc) = openapi::api(&state).split_for_parts();
+    let (api, mut doc) = openapi::api(&state).split_for_parts();
+    openapi::document_edge_answers(&mut doc);
     let mut routes = Router::new();
     for (route, handler) in unlisted_routes(Arc::new(doc)) {
         routes = routes.route(route.path, handler);

@@ -112,3 +112,70 @@ pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(read)
         .merge(stewards)
 }
+
+/// Adds the answers the edge and the extractors can give to every
+/// operation that does not document them yet (each a problem document):
+/// 400 (a path or query parameter or the body is malformed), 401 and 403
+/// (no valid key, or a role that may not), 408 (the body did not arrive in
+/// time), 413 (body over the limit), 415 (a content type the operation does
+/// not take), 422 (a well-formed body of the wrong shape) and 503 (load
+/// shedding, or a store that does not answer). The document must describe
+/// what the service answers (`scripts/api-fuzz` holds it to that).
+pub fn document_edge_answers(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let problem = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/problem+json",
+                    ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+                )
+                .build(),
+        )
+    };
+    for item in doc.paths.paths.values_mut() {
+        let path_parameters = item.parameters.as_ref().is_some_and(|p| !p.is_empty());
+        for operation in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+            &mut item.options,
+            &mut item.head,
+            &mut item.trace,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let has_body = operation.request_body.is_some();
+            let has_parameters = path_parameters || operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
+            let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+            let mut add = |status: &str, description: &str| {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| problem(description));
+            };
+            if has_body || has_parameters {
+                add("400", "A malformed path or query parameter or body, naming the field");
+            }
+            if secured {
+                add("401", "No valid credentials");
+                add("403", "The client's role may not do this");
+            }
+            if has_body {
+                add("408", "The request body did not arrive within http.body_read_timeout_ms");
+                add("413", "The request body is larger than http.max_body_bytes");
+                add("415", "A content type the operation does not take");
+                add("422", "A well-formed body of the wrong shape, naming the field");
+            }
+            add(
+                "503",
+                "Busy (more than http.max_in_flight requests; Retry-After) or a store does not answer",
+            );
+        }
+    }
+}
