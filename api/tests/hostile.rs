@@ -141,7 +141,11 @@ async fn slowloris_heads_are_cut_while_normal_clients_are_served() {
     let mut worst = Duration::ZERO;
     for _ in 0..10 {
         let t = Instant::now();
-        let r = client.get(format!("http://{addr}/health")).send().await.expect("health");
+        let r = client
+            .get(format!("http://{addr}/health"))
+            .send()
+            .await
+            .expect("health");
         assert_eq!(r.status(), 200);
         worst = worst.max(t.elapsed());
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -242,7 +246,10 @@ async fn slow_bodies_get_408_and_excess_requests_are_shed() {
     }
     // Served again.
     assert_eq!(
-        reqwest::get(format!("http://{addr}/health")).await.expect("health").status(),
+        reqwest::get(format!("http://{addr}/health"))
+            .await
+            .expect("health")
+            .status(),
         200
     );
     let slowest = timings.iter().max().copied().unwrap_or_default();
@@ -320,7 +327,9 @@ async fn a_connection_flood_gets_bounded_answers() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let t = Instant::now();
     let mut s = TcpStream::connect(&addr).await.expect("connect");
-    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
     let answer = tokio::time::timeout(Duration::from_secs(2), read_answer(&mut s))
         .await
         .expect("answered within 2 s")
@@ -352,7 +361,7 @@ async fn a_connection_flood_gets_bounded_answers() {
     );
     assert!(served, "not served after the flood");
     assert_eq!(ok + refused + closed_without_answer, FLOOD);
-    assert!(ok >= 1 && ok <= 64, "{ok} served beyond the limit of 64");
+    assert!((1..=64).contains(&ok), "{ok} served beyond the limit of 64");
     assert!(refused >= 64, "only {refused} refusals");
     assert!(slowest < Duration::from_secs(5), "an answer took {slowest:?}");
     assert!(
@@ -372,7 +381,11 @@ async fn problem_4xx(r: reqwest::Response, what: &str) -> (u16, serde_json::Valu
         .unwrap_or("")
         .to_owned();
     let body = r.bytes().await.expect("body");
-    assert!((400..500).contains(&status), "{what}: {status} {}", String::from_utf8_lossy(&body));
+    assert!(
+        (400..500).contains(&status),
+        "{what}: {status} {}",
+        String::from_utf8_lossy(&body)
+    );
     assert_eq!(content_type, "application/problem+json", "{what}: {status}");
     let problem: serde_json::Value = serde_json::from_slice(&body).expect("problem json");
     assert_eq!(problem["status"], status, "{what}");
@@ -479,8 +492,15 @@ async fn hostile_bodies_and_parameters_get_problem_documents_everywhere() {
                     .await
                     .expect("answered in time")
                     .expect("an answer");
-                assert!((400..500).contains(&answer.status), "{method} {path}: 1 GiB declared: {answer:?}");
-                assert_eq!(answer.header("content-type"), Some("application/problem+json"), "{method} {path}");
+                assert!(
+                    (400..500).contains(&answer.status),
+                    "{method} {path}: 1 GiB declared: {answer:?}"
+                );
+                assert_eq!(
+                    answer.header("content-type"),
+                    Some("application/problem+json"),
+                    "{method} {path}"
+                );
                 if answer.status == 413 {
                     too_large += 1;
                 }
@@ -512,7 +532,11 @@ async fn hostile_bodies_and_parameters_get_problem_documents_everywhere() {
                 let mut query = String::from("?");
                 for p in op["parameters"].as_array().into_iter().flatten() {
                     if p["in"] == "query" {
-                        query.push_str(&format!("{}=%FF%00{}&", p["name"].as_str().unwrap_or("x"), "9".repeat(40)));
+                        query.push_str(&format!(
+                            "{}=%FF%00{}&",
+                            p["name"].as_str().unwrap_or("x"),
+                            "9".repeat(40)
+                        ));
                     }
                 }
                 let t = Instant::now();
@@ -555,11 +579,22 @@ async fn hostile_bodies_and_parameters_get_problem_documents_everywhere() {
     let sent = sender.await.expect("sender");
     assert_eq!(answer.status, 413, "{answer:?}");
     assert_eq!(answer.header("content-type"), Some("application/problem+json"));
-    println!("chunked body over the 1 MiB limit: 413 after the client had written {} KiB", sent / 1024);
+    println!(
+        "chunked body over the 1 MiB limit: 413 after the client had written {} KiB",
+        sent / 1024
+    );
     // Unknown routes and methods.
-    let r = client.get(format!("http://{addr}/v1/nothing-here")).send().await.expect("answer");
+    let r = client
+        .get(format!("http://{addr}/v1/nothing-here"))
+        .send()
+        .await
+        .expect("answer");
     let _ = problem_4xx(r, "unknown route").await;
-    let r = client.delete(format!("http://{addr}/health")).send().await.expect("answer");
+    let r = client
+        .delete(format!("http://{addr}/health"))
+        .send()
+        .await
+        .expect("answer");
     let _ = problem_4xx(r, "wrong method").await;
     let rss_after = rss_kb(pid);
     common::health(&addr).await;
@@ -572,6 +607,9 @@ async fn hostile_bodies_and_parameters_get_problem_documents_everywhere() {
         slowest.as_secs_f64() * 1000.0
     );
     assert!(bodies > 10, "the document lists {bodies} operations with a body");
-    assert!(rss_after < rss_before + 128 * 1024, "RSS {rss_before} -> {rss_after} kB");
+    assert!(
+        rss_after < rss_before + 128 * 1024,
+        "RSS {rss_before} -> {rss_after} kB"
+    );
     terminate(&mut child);
 }

@@ -94,8 +94,8 @@ const RETRY_AFTER_SECONDS: u64 = 1;
 /// The answer to a connection beyond the limit, written before reading the
 /// request (so it needs no parser and no buffer).
 fn refusal_bytes() -> Vec<u8> {
-    let body = serde_json::to_vec(&busy_problem("the service has as many open connections as it allows"))
-        .unwrap_or_default();
+    let body =
+        serde_json::to_vec(&busy_problem("the service has as many open connections as it allows")).unwrap_or_default();
     let mut out = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\nretry-after: \
          {RETRY_AFTER_SECONDS}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",

@@ -240,7 +240,10 @@ pub fn router(state: AppState) -> Router {
         // The edge (edge.rs), outermost last: every error a problem
         // document, the body's deadline, then load shedding.
         .layer(axum::middleware::from_fn(edge::problem_only))
-        .layer(axum::middleware::from_fn_with_state((edge.clone(), limit), edge::body_deadline))
+        .layer(axum::middleware::from_fn_with_state(
+            (edge.clone(), limit),
+            edge::body_deadline,
+        ))
         .layer(axum::middleware::from_fn_with_state(edge, edge::shed))
         .with_state(state)
 }

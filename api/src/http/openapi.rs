@@ -129,7 +129,9 @@ pub fn document_edge_answers(doc: &mut utoipa::openapi::OpenApi) {
                 .description(description)
                 .content(
                     "application/problem+json",
-                    ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
                 )
                 .build(),
         )
@@ -167,7 +169,10 @@ pub fn document_edge_answers(doc: &mut utoipa::openapi::OpenApi) {
                 add("403", "The client's role may not do this");
             }
             if has_body {
-                add("408", "The request body did not arrive within http.body_read_timeout_ms");
+                add(
+                    "408",
+                    "The request body did not arrive within http.body_read_timeout_ms",
+                );
                 add("413", "The request body is larger than http.max_body_bytes");
                 add("415", "A content type the operation does not take");
                 add("422", "A well-formed body of the wrong shape, naming the field");

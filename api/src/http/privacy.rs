@@ -265,10 +265,7 @@ pub async fn create_request(
         (status = 400, description = "Bad status, kind, overdue, limit or cursor", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = [])))]
-pub async fn list_requests(
-    State(state): State<AppState>,
-    QueryParams(params): QueryParams<ListParams>,
-) -> Response {
+pub async fn list_requests(State(state): State<AppState>, QueryParams(params): QueryParams<ListParams>) -> Response {
     let p = params;
     let status = match p.status.as_deref() {
         None => None,
