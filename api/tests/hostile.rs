@@ -613,3 +613,141 @@ async fn hostile_bodies_and_parameters_get_problem_documents_everywhere() {
     );
     terminate(&mut child);
 }
+
+/// TLS gets the same bounds: a connection that never starts its handshake
+/// and one that completes it and then trickles its request head are both
+/// cut at the header read timeout; beyond the connection limit a
+/// connection is closed at once; a normal HTTPS client is served before and
+/// after.
+#[tokio::test]
+async fn tls_gets_the_same_bounds() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().expect("dir");
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .expect("self-signed certificate");
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).expect("cert");
+    std::fs::write(&key, certified.key_pair.serialize_pem()).expect("key");
+    let (cert_s, key_s) = (cert.to_str().expect("utf-8"), key.to_str().expect("utf-8"));
+    const BOUND: Duration = Duration::from_secs(4);
+    let env = [
+        ("MDM_SOURCES_FILE", SOURCES_EXAMPLE),
+        ("MDM_TLS_CERT", cert_s),
+        ("MDM_TLS_KEY", key_s),
+        ("MDM_HTTP_HEADER_READ_TIMEOUT_MS", "4000"),
+        ("MDM_HTTP_MAX_CONNECTIONS", "4"),
+    ];
+    let (mut child, addr) = start(dir.path(), &env);
+    let https = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).expect("pem"))
+        // No idle connection kept: each would hold one of the four slots.
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
+    let health = format!("https://{addr}/health");
+    assert_eq!(https.get(&health).send().await.expect("https").status(), 200);
+    // Let the service see that connection close.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(certified.cert.der().to_vec()))
+        .expect("root");
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+
+    // Two that never handshake, two that trickle their head after it: the
+    // four connections the limit allows.
+    let opened = Instant::now();
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(TcpStream::connect(&addr).await.expect("connect"));
+    }
+    let mut tricklers = Vec::new();
+    for _ in 0..2 {
+        let tcp = TcpStream::connect(&addr).await.expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let mut tls = connector.connect(name, tcp).await.expect("handshake");
+        tls.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .expect("write");
+        tls.flush().await.expect("flush");
+        tricklers.push(tokio::spawn(async move {
+            let started = Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if started.elapsed() > BOUND * 3 {
+                    return None;
+                }
+                if tls.write_all(b"X-Slow: yes\r\n").await.is_err() || tls.flush().await.is_err() {
+                    return Some(started.elapsed());
+                }
+                let mut probe = [0u8; 64];
+                match tokio::time::timeout(Duration::from_millis(10), tls.read(&mut probe)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+                    _ => {}
+                }
+            }
+        }));
+    }
+    // A fifth connection is beyond the limit: closed at once.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = Instant::now();
+    let refused = tokio::time::timeout(Duration::from_secs(2), https.get(&health).send()).await;
+    let refused_ms = t.elapsed().as_secs_f64() * 1000.0;
+    assert!(
+        matches!(refused, Ok(Err(_))),
+        "a connection beyond the limit was not closed at once: {refused:?}"
+    );
+    let mut silent_cut = Vec::new();
+    for mut s in silent {
+        let closed = closed_within(&mut s, BOUND * 3)
+            .await
+            .expect("a silent TLS connection was never cut");
+        silent_cut.push(closed - opened);
+    }
+    let mut trickle_cut = Vec::new();
+    for t in tricklers {
+        trickle_cut.push(
+            t.await
+                .expect("task")
+                .expect("a trickling TLS connection was never cut"),
+        );
+    }
+    // Served again once they are gone.
+    let t = Instant::now();
+    let mut served = false;
+    while t.elapsed() < Duration::from_secs(5) {
+        if let Ok(r) = https.get(&health).send().await {
+            served = r.status() == 200;
+            if served {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served, "not served after the slow connections were cut");
+    let secs = |v: &[Duration]| {
+        v.iter()
+            .map(|d| format!("{:.2}", d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "TLS: silent connections (no handshake) cut after {} s, trickling heads after the handshake cut after {} \
+         s (bound {} s); a fifth connection beyond max_connections 4 closed in {refused_ms:.1} ms",
+        secs(&silent_cut),
+        secs(&trickle_cut),
+        BOUND.as_secs()
+    );
+    for d in silent_cut.iter().chain(&trickle_cut) {
+        assert!(*d <= BOUND + Duration::from_secs(2), "cut after {d:?}");
+        assert!(*d >= BOUND - Duration::from_secs(1), "cut too early: {d:?}");
+    }
+    terminate(&mut child);
+}
