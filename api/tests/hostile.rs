@@ -244,7 +244,7 @@ async fn slow_bodies_get_408_and_excess_requests_are_shed() {
         );
         timings.push(after);
     }
-    // Served again.
+    // Served again, and the metrics count what was turned away.
     assert_eq!(
         reqwest::get(format!("http://{addr}/health"))
             .await
@@ -252,6 +252,20 @@ async fn slow_bodies_get_408_and_excess_requests_are_shed() {
             .status(),
         200
     );
+    let metrics = api(&addr)
+        .get(format!("http://{addr}/v1/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for needle in [
+        "mdm_http_turned_away{reason=\"in_flight_limit\"} 1",
+        "mdm_http_turned_away{reason=\"body_timeout\"} 4",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing from:\n{metrics}");
+    }
     let slowest = timings.iter().max().copied().unwrap_or_default();
     println!(
         "slow body: 4 bodies trickled a byte every 300 ms answered 408 after {:.2} s at most (bound 3 s); \

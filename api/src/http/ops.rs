@@ -60,6 +60,11 @@ struct ProjectionLabels {
     projection: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EdgeLabels {
+    reason: &'static str,
+}
+
 /// The service's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -72,6 +77,7 @@ pub struct Metrics {
     log_head: Gauge,
     feed_subscribers: Gauge,
     resolver_up: Gauge,
+    edge_turned_away: Family<EdgeLabels, Gauge>,
     /// Set by the feed: how many subscribers are connected now.
     pub feed_connected: Arc<AtomicU64>,
     /// Records ingested since start, and per call in the last minute.
@@ -149,8 +155,16 @@ impl Metrics {
             "1 when the resolver runs (holds its lease and has replayed)",
             resolver_up.clone(),
         );
+        let edge_turned_away = Family::<EdgeLabels, Gauge>::default();
+        registry.register(
+            "http_turned_away",
+            "Connections and requests the HTTP edge turned away since start (docs/hostile-input.md): \
+             connection_limit (503 and close), in_flight_limit (503, load shedding), body_timeout (408)",
+            edge_turned_away.clone(),
+        );
         Metrics {
             registry,
+            edge_turned_away,
             ingest,
             http_requests,
             http_latency,
@@ -331,6 +345,16 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     }
     m.feed_subscribers
         .set(m.feed_connected.load(std::sync::atomic::Ordering::Relaxed) as i64);
+    let edge = &state.edge.counters;
+    for (reason, count) in [
+        ("connection_limit", &edge.connections_refused),
+        ("in_flight_limit", &edge.requests_shed),
+        ("body_timeout", &edge.bodies_timed_out),
+    ] {
+        m.edge_turned_away
+            .get_or_create(&EdgeLabels { reason })
+            .set(count.load(std::sync::atomic::Ordering::Relaxed) as i64);
+    }
     let mut text = String::new();
     if prometheus_client::encoding::text::encode(&mut text, &m.registry).is_err() {
         return Problem::new(
