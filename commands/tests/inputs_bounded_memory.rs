@@ -172,7 +172,14 @@ fn cases() -> Vec<Case> {
         Case {
             name: "NDJSON, one giant line",
             reader: "json",
-            input: |size| Generated::new(b"{\"first\": 1}\n{\"name\": \"", b"zzzzzzzz", size, b"\"}\n{\"last\": 1}\n"),
+            input: |size| {
+                Generated::new(
+                    b"{\"first\": 1}\n{\"name\": \"",
+                    b"zzzzzzzz",
+                    size,
+                    b"\"}\n{\"last\": 1}\n",
+                )
+            },
             expect: |_| (Some(2), Some(1)),
         },
         Case {
@@ -194,7 +201,10 @@ fn cases() -> Vec<Case> {
             name: "Debezium, 900 KB schema wrappers",
             reader: "debezium",
             input: |size| {
-                let schema = format!("[{}1]", "{\"type\": \"string\", \"field\": \"x\"},".repeat(900 * 1024 / 34));
+                let schema = format!(
+                    "[{}1]",
+                    "{\"type\": \"string\", \"field\": \"x\"},".repeat(900 * 1024 / 34)
+                );
                 let event = format!(
                     "{{\"schema\": {{\"fields\": {schema}}}, \"payload\": {{\"op\": \"c\", \"after\": {{\"id\": 1}}, \"ts_ms\": 1}}}}\n"
                 );
@@ -205,7 +215,14 @@ fn cases() -> Vec<Case> {
         Case {
             name: "Debezium, one giant envelope",
             reader: "debezium",
-            input: |size| Generated::new(b"{\"op\": \"c\", \"after\": {\"id\": 1}}\n{\"op\": \"c\", \"after\": {\"n\": [", b"1,", size, b"1]}}\n"),
+            input: |size| {
+                Generated::new(
+                    b"{\"op\": \"c\", \"after\": {\"id\": 1}}\n{\"op\": \"c\", \"after\": {\"n\": [",
+                    b"1,",
+                    size,
+                    b"1]}}\n",
+                )
+            },
             expect: |_| (Some(1), Some(1)),
         },
     ]

@@ -75,7 +75,12 @@ fn quote(field: &str) -> String {
 }
 
 fn csv_line(fields: &[String]) -> Vec<u8> {
-    fields.iter().map(|f| quote(f)).collect::<Vec<_>>().join(",").into_bytes()
+    fields
+        .iter()
+        .map(|f| quote(f))
+        .collect::<Vec<_>>()
+        .join(",")
+        .into_bytes()
 }
 
 fn csv_row(columns: usize) -> impl Strategy<Value = CsvRow> {
@@ -381,7 +386,11 @@ fn event_body(event: &Event, variant: usize) -> Option<Value> {
     let source = json!({"connector": "postgresql", "lsn": variant, "name": MARKER});
     Some(match event {
         Event::Good(op, row) => {
-            let (before, after) = if *op == "d" { (row.clone(), Value::Null) } else { (Value::Null, row.clone()) };
+            let (before, after) = if *op == "d" {
+                (row.clone(), Value::Null)
+            } else {
+                (Value::Null, row.clone())
+            };
             json!({"before": before, "after": after, "op": op, "source": source, "ts_ms": 1})
         }
         Event::Heartbeat => json!({"ts_ms": 1, "source": source}),
@@ -394,10 +403,16 @@ fn event_body(event: &Event, variant: usize) -> Option<Value> {
             }
             body
         }
-        Event::Bad("op", _) => json!({"op": (["t", "m"][variant % 2]), "source": source, "ts_ms": 1, "message": {"prefix": MARKER}}),
+        Event::Bad("op", _) => {
+            json!({"op": (["t", "m"][variant % 2]), "source": source, "ts_ms": 1, "message": {"prefix": MARKER}})
+        }
         Event::Bad(image, _) => {
             let wrong = [json!(null), json!(MARKER), json!(7), json!([MARKER]), json!(true)][variant % 5].clone();
-            let op = if *image == "before" { "d" } else { ["c", "r", "u"][variant % 3] };
+            let op = if *image == "before" {
+                "d"
+            } else {
+                ["c", "r", "u"][variant % 3]
+            };
             let mut body = json!({"op": op, "source": source});
             if variant % 7 != 6 {
                 body[*image] = wrong;

@@ -546,24 +546,90 @@ fn the_largest_values_are_handled_in_bounded_time() {
     let formats = date_formats();
     type Parser<'a> = (&'static str, Box<dyn Fn(&str) + 'a>);
     let parsers: Vec<Parser> = vec![
-        ("fold", Box::new(|t| assert!(normalize::fold(t).len() <= GROWTH * t.len()))),
-        ("name_part", Box::new(|t| { let _ = normalize::name_part(t); })),
-        ("suffix", Box::new(|t| { let _ = normalize::suffix(t); })),
-        ("email", Box::new(|t| { let _ = normalize::email(t); })),
-        ("phone", Box::new(|t| { let _ = normalize::phone(t, "US"); })),
-        ("street", Box::new(|t| { let _ = normalize::street(t, Some(t)); })),
-        ("postcode", Box::new(|t| { let _ = normalize::postcode(t); })),
-        ("city", Box::new(|t| { let _ = normalize::city(t); })),
-        ("soundex", Box::new(|t| { let _ = normalize::soundex(t); })),
-        ("digits", Box::new(|t| { let _ = normalize::digits(t); })),
-        ("parse_full_name", Box::new(|t| {
-            for form in [NameForm::LastCommaFirst, NameForm::FirstLast] {
-                let _ = parse_full_name(t, form);
-            }
-        })),
-        ("parse_city_region_postcode", Box::new(|t| { let _ = parse_city_region_postcode(t); })),
-        ("parse_date", Box::new(|t| { let _ = parse_date(t, &formats); })),
-        ("SourcePath", Box::new(|t| { let _ = SourcePath::new(t.to_owned()).segments().is_ok(); })),
+        (
+            "fold",
+            Box::new(|t| assert!(normalize::fold(t).len() <= GROWTH * t.len())),
+        ),
+        (
+            "name_part",
+            Box::new(|t| {
+                let _ = normalize::name_part(t);
+            }),
+        ),
+        (
+            "suffix",
+            Box::new(|t| {
+                let _ = normalize::suffix(t);
+            }),
+        ),
+        (
+            "email",
+            Box::new(|t| {
+                let _ = normalize::email(t);
+            }),
+        ),
+        (
+            "phone",
+            Box::new(|t| {
+                let _ = normalize::phone(t, "US");
+            }),
+        ),
+        (
+            "street",
+            Box::new(|t| {
+                let _ = normalize::street(t, Some(t));
+            }),
+        ),
+        (
+            "postcode",
+            Box::new(|t| {
+                let _ = normalize::postcode(t);
+            }),
+        ),
+        (
+            "city",
+            Box::new(|t| {
+                let _ = normalize::city(t);
+            }),
+        ),
+        (
+            "soundex",
+            Box::new(|t| {
+                let _ = normalize::soundex(t);
+            }),
+        ),
+        (
+            "digits",
+            Box::new(|t| {
+                let _ = normalize::digits(t);
+            }),
+        ),
+        (
+            "parse_full_name",
+            Box::new(|t| {
+                for form in [NameForm::LastCommaFirst, NameForm::FirstLast] {
+                    let _ = parse_full_name(t, form);
+                }
+            }),
+        ),
+        (
+            "parse_city_region_postcode",
+            Box::new(|t| {
+                let _ = parse_city_region_postcode(t);
+            }),
+        ),
+        (
+            "parse_date",
+            Box::new(|t| {
+                let _ = parse_date(t, &formats);
+            }),
+        ),
+        (
+            "SourcePath",
+            Box::new(|t| {
+                let _ = SourcePath::new(t.to_owned()).segments().is_ok();
+            }),
+        ),
     ];
     // Generous for unoptimized builds on a shared machine; a quadratic
     // parser takes minutes here.
@@ -577,7 +643,10 @@ fn the_largest_values_are_handled_in_bounded_time() {
             }
         }
     }
-    eprintln!("slowest parser of a 256 KiB value: {} of {}, {:?}", slowest.1, slowest.2, slowest.0);
+    eprintln!(
+        "slowest parser of a 256 KiB value: {} of {}, {:?}",
+        slowest.1, slowest.2, slowest.0
+    );
 
     // Two records whose names and streets are half a megabyte each and
     // differ enough to need string similarity.
@@ -609,7 +678,9 @@ fn the_largest_values_are_handled_in_bounded_time() {
 fn a_record_with_very_many_values_maps_in_bounded_time() {
     let n = 100_000;
     let emails: Vec<Value> = (0..n).map(|i| json!(format!("p{i}@example.com"))).collect();
-    let phones: Vec<Value> = (0..n).map(|i| json!({"n": format!("+1 312 555 {:04}", i % 10_000)})).collect();
+    let phones: Vec<Value> = (0..n)
+        .map(|i| json!({"n": format!("+1 312 555 {:04}", i % 10_000)}))
+        .collect();
     let record = json!({"id": "1", "name": "Doe, Jane", "emails": emails, "phones": phones});
     let def = definition();
     let took = within(Duration::from_secs(20), "mapping 100,000 emails and phones", || {
