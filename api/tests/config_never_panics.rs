@@ -149,11 +149,7 @@ fn literals(text: &str) -> Vec<(std::ops::Range<usize>, String)> {
                 }
                 continue;
             }
-            b'\n' | b'[' => {
-                if bytes[i] == b'\n' {
-                    key.clear();
-                }
-            }
+            b'\n' => key.clear(),
             _ => {}
         }
         i += 1;
