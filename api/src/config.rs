@@ -210,7 +210,10 @@ impl Config {
     /// `MDM_HTTP_MAX_IN_FLIGHT`.
     pub fn from_sources(file: Option<&str>, env: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
         let file: FileConfig = match file {
-            Some(text) => toml::from_str(text).map_err(|e| ConfigError::File(e.message().to_owned()))?,
+            // The error names the key at fault and never its value (which
+            // may be a password or a key).
+            Some(text) => serde_path_to_error::deserialize(toml::Deserializer::new(text))
+                .map_err(|e| ConfigError::File(crate::sources::path_error(&e)))?,
             None => FileConfig::default(),
         };
         let var = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();

@@ -30,26 +30,84 @@ pub struct MatchingConfig {
 
 /// Parses the `[matching]` table of a sources file (defaults when absent).
 pub fn parse_matching(text: &str) -> Result<MatchingConfig, SourcesError> {
-    let mut doc: toml::Table = toml::from_str(text).map_err(|e| SourcesError::Syntax(e.message().to_owned()))?;
+    let mut doc: toml::Table = toml::from_str(text).map_err(|e| SourcesError::Syntax(without_values(e.message())))?;
     match doc.remove("matching") {
         None => Ok(MatchingConfig::default()),
-        Some(v) => {
-            MatchingConfig::deserialize(v).map_err(|e| SourcesError::Syntax(format!("[matching]: {}", e.message())))
-        }
+        Some(v) => serde_path_to_error::deserialize(v)
+            .map_err(|e| SourcesError::Syntax(format!("[matching]: {}", path_error(&e)))),
     }
 }
 
 /// Parses the `[survivorship]` table of a sources file: the versioned rule
 /// set of the golden records (the built-in rules when absent).
 pub fn parse_survivorship(text: &str) -> Result<RuleSet, SourcesError> {
-    let mut doc: toml::Table = toml::from_str(text).map_err(|e| SourcesError::Syntax(e.message().to_owned()))?;
+    let mut doc: toml::Table = toml::from_str(text).map_err(|e| SourcesError::Syntax(without_values(e.message())))?;
     match doc.remove("survivorship") {
         None => Ok(RuleSet::default()),
         Some(v) => {
-            let json = serde_json::to_value(v).map_err(|e| SourcesError::Syntax(format!("[survivorship]: {e}")))?;
+            let json = serde_json::to_value(v)
+                .map_err(|e| SourcesError::Syntax(format!("[survivorship]: {}", without_values(&e.to_string()))))?;
             RuleSet::from_json(&json).map_err(|e| SourcesError::Syntax(format!("[survivorship]: {e}")))
         }
     }
+}
+
+/// A deserialization error as "path: problem", the problem without the
+/// value at fault (see [`without_values`]).
+pub(crate) fn path_error(error: &serde_path_to_error::Error<toml::de::Error>) -> String {
+    let problem = without_values(error.inner().message());
+    match error.path().to_string().as_str() {
+        "." | "" => problem,
+        path => format!("`{path}`: {problem}"),
+    }
+}
+
+/// Serde's messages quote the value at fault ("invalid type: string
+/// \"hunter2\", expected u32", "unknown variant `jsn`, expected one of
+/// ..."); configuration values may be secrets or personal data, so the
+/// value is replaced by its kind ("invalid type: string, expected u32",
+/// "unknown variant, expected one of ..."). Field names are kept: they are
+/// the configuration's structure, and say where to look.
+pub(crate) fn without_values(message: &str) -> String {
+    // The value sits between the prefix and the last ", expected " (or the
+    // end): whatever a value holds, what follows that is serde's own text.
+    let cut = |rest: &str| -> usize {
+        rest.rfind(", expected ")
+            .or_else(|| rest.rfind(", there are no variants"))
+            .unwrap_or(rest.len())
+    };
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(at) = message.find(prefix) {
+            let (head, rest) = message.split_at(at + prefix.len());
+            let end = cut(rest);
+            let value = &rest[..end];
+            // Serde writes the kind first: `string "..."`, `integer `5``,
+            // `floating point `1.5``, `boolean `true``, `character `c``,
+            // or a kind alone (`sequence`, `map`, `unit value`).
+            let kind = [
+                "string",
+                "integer",
+                "floating point",
+                "boolean",
+                "character",
+                "byte array",
+            ]
+            .into_iter()
+            .find(|kind| value.starts_with(&format!("{kind} ")))
+            .unwrap_or(if value.contains(['"', '`']) { "a value" } else { value });
+            return format!("{head}{kind}{}", &rest[end..]);
+        }
+    }
+    {
+        let prefix = "unknown variant ";
+        if let Some(at) = message.find(prefix) {
+            let head = message[..at + prefix.len()].trim_end();
+            let rest = &message[at + prefix.len()..];
+            let end = cut(rest);
+            return format!("{head}{}", &rest[end..]);
+        }
+    }
+    message.to_owned()
 }
 
 /// Why a sources file was refused. Every message names where to look.
@@ -65,7 +123,7 @@ pub enum SourcesError {
 
 /// Parses and validates a sources file.
 pub fn parse_sources(text: &str) -> Result<SourceDefinitions, SourcesError> {
-    let mut doc: toml::Table = toml::from_str(text).map_err(|e| SourcesError::Syntax(e.message().to_owned()))?;
+    let mut doc: toml::Table = toml::from_str(text).map_err(|e| SourcesError::Syntax(without_values(e.message())))?;
     if let Some(key) = doc
         .keys()
         .find(|k| !matches!(k.as_str(), "sources" | "matching" | "survivorship"))
@@ -86,10 +144,11 @@ pub fn parse_sources(text: &str) -> Result<SourceDefinitions, SourcesError> {
             .get("system")
             .and_then(toml::Value::as_str)
             .map_or_else(|| format!("#{}", index + 1), str::to_owned);
-        let definition = SourceDefinition::deserialize(table).map_err(|e| SourcesError::Definition {
-            system,
-            reason: e.message().to_owned(),
-        })?;
+        let definition: SourceDefinition =
+            serde_path_to_error::deserialize(table).map_err(|e| SourcesError::Definition {
+                system,
+                reason: path_error(&e),
+            })?;
         definitions.push(definition);
     }
     SourceDefinitions::new(definitions).map_err(|e| SourcesError::Invalid(e.to_string()))
@@ -126,7 +185,11 @@ mod tests {
         assert_eq!(parse_survivorship("").expect("default"), RuleSet::default());
         let e = parse_survivorship("[survivorship]\nversion = \"v2\"\n[survivorship.rules]\nname = [\"loudest\"]\n")
             .expect_err("unknown rule");
-        assert!(e.to_string().contains("loudest"), "{e}");
+        assert!(
+            e.to_string().contains("entry 1 of the survivorship rules of `name`"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("loudest"), "{e}");
         parse_sources("[survivorship]\nversion = \"v2\"\n").expect("allowed beside the sources");
     }
 

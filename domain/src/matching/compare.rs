@@ -3,10 +3,28 @@
 //! attribute (missing evidence weighs nothing).
 
 use serde::{Deserialize, Serialize};
-use strsim::jaro_winkler;
 
 use super::features::{AddressFeatures, MatchFeatures};
 use super::normalize;
+
+/// How many characters of each side string similarity looks at. Jaro-Winkler
+/// takes time proportional to the product of the lengths, and a record may
+/// hold a name of a megabyte (the readers' record limit): two such names
+/// would stall the resolver for minutes on one pair. No real name, street or
+/// city is this long, and Jaro-Winkler weighs the start of a text most.
+pub const MAX_SIMILARITY_CHARS: usize = 100;
+
+/// `strsim::jaro_winkler` of the first [`MAX_SIMILARITY_CHARS`] characters
+/// of each side.
+fn jaro_winkler(a: &str, b: &str) -> f64 {
+    fn head(s: &str) -> &str {
+        match s.char_indices().nth(MAX_SIMILARITY_CHARS) {
+            Some((end, _)) => &s[..end],
+            None => s,
+        }
+    }
+    strsim::jaro_winkler(head(a), head(b))
+}
 
 /// The attributes compared, in a fixed order (the order of a comparison
 /// vector).

@@ -41,6 +41,13 @@ impl Default for FeatureSettings {
     }
 }
 
+/// How many emails, phones and addresses of one record matching reads (the
+/// first ones, in the record's order). A record of a megabyte can list a
+/// hundred thousand values; comparing two such records value by value, and
+/// indexing a blocking key for each, would stall the resolver. No person has
+/// this many, and the record keeps them all: only matching looks at fewer.
+pub const MAX_VALUES_PER_ATTRIBUTE: usize = 32;
+
 /// One normalized postal address.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AddressFeatures {
@@ -119,12 +126,18 @@ impl MatchFeatures {
             .and_then(normalize::name_part)
             .and_then(|m| m.chars().next());
         let suffix = attributes.name_suffix.as_deref().and_then(normalize::suffix);
-        let mut emails: Vec<String> = attributes.emails.iter().filter_map(|e| normalize::email(e)).collect();
+        let mut emails: Vec<String> = attributes
+            .emails
+            .iter()
+            .take(MAX_VALUES_PER_ATTRIBUTE)
+            .filter_map(|e| normalize::email(e))
+            .collect();
         emails.sort();
         emails.dedup();
         let mut phones: Vec<String> = attributes
             .phones
             .iter()
+            .take(MAX_VALUES_PER_ATTRIBUTE)
             .filter_map(|p| normalize::phone(&p.number, &settings.default_phone_region))
             .collect();
         phones.sort();
@@ -132,6 +145,7 @@ impl MatchFeatures {
         let mut addresses: Vec<AddressFeatures> = attributes
             .addresses
             .iter()
+            .take(MAX_VALUES_PER_ATTRIBUTE)
             .map(|a| {
                 let street = a.line1.as_deref().map(|l1| normalize::street(l1, a.line2.as_deref()));
                 let (number, street_name, unit) = match street {

@@ -111,16 +111,16 @@ impl TryFrom<String> for Veto {
     fn try_from(text: String) -> Result<Self, String> {
         let (a, l) = text
             .split_once(':')
-            .ok_or_else(|| format!("`{text}`: expected attribute:level"))?;
+            .ok_or_else(|| "expected attribute:level".to_owned())?;
         let attribute = Attribute::ALL
             .into_iter()
             .find(|x| x.name() == a)
-            .ok_or_else(|| format!("`{a}` is not a compared attribute"))?;
+            .ok_or_else(|| "the attribute is not a compared one".to_owned())?;
         let level = attribute
             .levels()
             .iter()
             .position(|x| *x == l)
-            .ok_or_else(|| format!("`{l}` is not a level of `{a}`"))?;
+            .ok_or_else(|| format!("the level is not one of `{}`", attribute.name()))?;
         Ok(Veto {
             attribute,
             level: u8::try_from(level).map_err(|_| "too many levels".to_owned())?,

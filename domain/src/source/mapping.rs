@@ -250,20 +250,25 @@ pub fn map_record(def: &SourceDefinition, record: &Value) -> Result<MappedRecord
             fill(&mut attributes.name_suffix, parsed.suffix);
         }
     }
+    // Each value once, in the order first seen. A set, not `contains` on the
+    // list: a record of a megabyte can list a hundred thousand values, and
+    // checking each against all before it took minutes.
+    let mut seen_emails = std::collections::HashSet::new();
     for (i, path) in def.emails.iter().enumerate() {
         for email in reader.all(Field::Listed("emails", i), path)? {
-            if !attributes.emails.contains(&email) {
+            if seen_emails.insert(email.clone()) {
                 attributes.emails.push(email);
             }
         }
     }
+    let mut seen_phones = std::collections::HashSet::new();
     for (i, mapping) in def.phones.iter().enumerate() {
         for number in reader.all(Field::Listed("phones", i), &mapping.path)? {
             let phone = Phone {
                 kind: mapping.kind.as_ref().map(|k| k.trim().to_owned()),
                 number,
             };
-            if !attributes.phones.contains(&phone) {
+            if seen_phones.insert((phone.kind.clone(), phone.number.clone())) {
                 attributes.phones.push(phone);
             }
         }

@@ -130,9 +130,10 @@ impl Default for RuleSet {
     }
 }
 
-/// Why the `[survivorship]` table of the sources config was refused. The
-/// names quoted come from the configuration, never from a record, so they
-/// are safe to log.
+/// Why the `[survivorship]` table of the sources config was refused. Keys
+/// and attribute names are quoted (they are the configuration's structure);
+/// values are not: an unknown rule is named by its place in the list, since
+/// configuration values may hold secrets or personal data pasted by mistake.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RuleSetError {
     #[error("the survivorship configuration must be a table with `version` and `rules`")]
@@ -148,10 +149,14 @@ pub enum RuleSetError {
     #[error("the survivorship rules of `{0}` must be a list of rule names")]
     NotAList(GoldenAttribute),
     #[error(
-        "unknown rule `{rule}` in the survivorship rules of `{attribute}` \
+        "entry {entry} of the survivorship rules of `{attribute}` is not a rule name \
          (expected trust_rank, most_recent, most_frequent or most_complete)"
     )]
-    UnknownRule { attribute: GoldenAttribute, rule: String },
+    UnknownRule {
+        attribute: GoldenAttribute,
+        /// The entry's place in the list, from 1.
+        entry: usize,
+    },
     #[error("the survivorship rules of `{0}` are an empty list; leave the attribute out to use the default rules")]
     EmptyRuleList(GoldenAttribute),
     #[error("rule `{rule}` appears more than once in the survivorship rules of `{attribute}`")]
@@ -214,16 +219,11 @@ fn parse_rule_list(attribute: GoldenAttribute, list: &Value) -> Result<Vec<Rule>
         return Err(RuleSetError::EmptyRuleList(attribute));
     }
     let mut rules = Vec::with_capacity(entries.len());
-    for entry in entries {
-        let rule = entry
-            .as_str()
-            .and_then(Rule::parse)
-            .ok_or_else(|| RuleSetError::UnknownRule {
-                attribute,
-                // A non-text entry is shown as its JSON text so that the
-                // author can find it.
-                rule: entry.as_str().map_or_else(|| entry.to_string(), str::to_owned),
-            })?;
+    for (index, entry) in entries.iter().enumerate() {
+        let rule = entry.as_str().and_then(Rule::parse).ok_or(RuleSetError::UnknownRule {
+            attribute,
+            entry: index + 1,
+        })?;
         if rules.contains(&rule) {
             return Err(RuleSetError::RepeatedRule { attribute, rule });
         }

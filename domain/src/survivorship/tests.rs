@@ -940,17 +940,17 @@ fn from_json_refuses_bad_tables_naming_the_attribute_or_rule_at_fault() {
             json!({"version": "v", "rules": {"phone": ["most_recent", "newest"]}}),
             RuleSetError::UnknownRule {
                 attribute: GoldenAttribute::Phone,
-                rule: "newest".to_owned(),
+                entry: 2,
             },
-            "`newest` in the survivorship rules of `phone`",
+            "entry 2 of the survivorship rules of `phone` is not a rule name",
         ),
         (
             json!({"version": "v", "rules": {"phone": [7]}}),
             RuleSetError::UnknownRule {
                 attribute: GoldenAttribute::Phone,
-                rule: "7".to_owned(),
+                entry: 1,
             },
-            "`7`",
+            "entry 1 of",
         ),
         (
             json!({"version": "v", "rules": {"address": []}}),
