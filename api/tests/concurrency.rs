@@ -605,4 +605,4 @@ async fn concurrent_commands_apply_or_conflict_and_replay_serially(backend: Back
     assert!(count_status(412) > 0, "clients raced on stale versions");
 }
 
-common::on_both_backends!(concurrent_commands_apply_or_conflict_and_replay_serially);
+on_both_backends!(concurrent_commands_apply_or_conflict_and_replay_serially);

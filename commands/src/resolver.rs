@@ -44,7 +44,7 @@ use crate::opened::{OpenedEvent, SourceRecordOpener};
 /// resolver's task right after the append (a read afterwards through the
 /// handle could see a later command's version: a client sending that back
 /// as `If-Match` would overwrite a change it never saw).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Applied {
     pub decisions: Vec<Decided>,
     pub versions: std::collections::HashMap<Uuid, u64>,

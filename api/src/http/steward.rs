@@ -171,7 +171,7 @@ async fn run(
         command,
     };
     let command_id = request.command_id;
-    let decided = match resolver.command(request).await {
+    let applied = match resolver.command(request).await {
         Err(error) => {
             tracing::error!(error = %error, "steward command: resolver unavailable");
             return Problem::unavailable("resolver").into_response();
