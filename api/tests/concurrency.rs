@@ -247,7 +247,7 @@ async fn turn(
     let token: Uuid = doc["token"].as_str().and_then(|t| t.parse().ok()).expect("token");
     let version = version.expect("an ETag");
     let (status, _, listed) = api.get(&format!("/v1/customers/{token}/source-records")).await;
-    let members: Vec<String> = if status == 200 {
+    let mut members: Vec<String> = if status == 200 {
         listed["source_records"]
             .as_array()
             .expect("records")
@@ -258,6 +258,10 @@ async fn turn(
         // Merged away between the two reads: the next command will hear so.
         vec![r.clone()]
     };
+    if members.is_empty() {
+        // The source-records read model has not caught up with the record.
+        members.push(r.clone());
+    }
     let mut kind = match rng.random_range(0..5) {
         0 => Kind::Merge,
         1 => Kind::Split,
