@@ -142,13 +142,17 @@ impl Http {
     }
 
     /// Every decision the history of `token` holds: (position, reason).
-    async fn history(&self, token: Uuid) -> Vec<(u64, String)> {
+    /// `None` while the read model does not know the token yet.
+    async fn history(&self, token: Uuid) -> Option<Vec<(u64, String)>> {
         let mut out = Vec::new();
         let mut cursor = String::new();
         loop {
             let (status, _, body) = self
                 .get(&format!("/v1/customers/{token}/history?limit=100{cursor}"))
                 .await;
+            if status == 404 {
+                return None;
+            }
             assert_eq!(status, 200, "{body}");
             for d in body["decisions"].as_array().expect("decisions") {
                 out.push((
@@ -158,7 +162,7 @@ impl Http {
             }
             match body["next"].as_u64() {
                 Some(n) => cursor = format!("&cursor={n}"),
-                None => return out,
+                None => return Some(out),
             }
         }
     }
@@ -217,7 +221,9 @@ impl Sent {
                 b
             }
             Kind::Split | Kind::ForceLink => json!({"record": record(&self.records[0]), "reason": self.tag}),
-            Kind::NotAMatch => json!({"records": [record(&self.records[0]), record(&self.records[1])], "reason": self.tag}),
+            Kind::NotAMatch => {
+                json!({"records": [record(&self.records[0]), record(&self.records[1])], "reason": self.tag})
+            }
             Kind::Override => json!({
                 "attribute": "email",
                 "value": format!("{}@example.test", self.tag),
@@ -357,7 +363,9 @@ async fn deploy(backend: Backend, purpose: &str) -> (Deployment, std::process::C
     };
     let mut tokens = HashMap::new();
     for (id, record) in records() {
-        let (status, _, body) = admin.post(&format!("/v1/sources/{SYSTEM}/records"), &record, None).await;
+        let (status, _, body) = admin
+            .post(&format!("/v1/sources/{SYSTEM}/records"), &record, None)
+            .await;
         assert!(status == 201 || status == 200, "{body}");
         let t: Uuid = body["customer"]["token"]
             .as_str()
@@ -379,8 +387,16 @@ async fn canonical(api: &Http, ids: &[String]) -> (Canonical, HashMap<String, Uu
     let mut token_of = HashMap::new();
     for id in ids {
         let t = api.token_of(id).await;
-        let (status, _, doc) = api.get(&format!("/v1/customers/by-source/{SYSTEM}/{id}")).await;
-        assert_eq!(status, 200, "{doc}");
+        let mut doc = Value::Null;
+        for _ in 0..200 {
+            let (status, _, d) = api.get(&format!("/v1/customers/by-source/{SYSTEM}/{id}")).await;
+            assert_eq!(status, 200, "{d}");
+            doc = d;
+            if doc["token"] == t.to_string() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         assert_eq!(doc["token"], t.to_string(), "the read model agrees with the resolver");
         groups.entry(t).or_default().push(id.clone());
         token_of.insert(id.clone(), t);
@@ -426,7 +442,11 @@ async fn concurrent_commands_apply_or_conflict_and_replay_serially(backend: Back
     let env = d.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let initial_customers: HashSet<Uuid> = initial.values().copied().collect();
-    assert_eq!(initial_customers.len(), PEOPLE, "each person's sign-ups are one customer");
+    assert_eq!(
+        initial_customers.len(),
+        PEOPLE,
+        "each person's sign-ups are one customer"
+    );
 
     // 16 steward clients, each its own API client, all at once, per round.
     let barrier = Arc::new(tokio::sync::Barrier::new(CLIENTS));
@@ -463,18 +483,34 @@ async fn concurrent_commands_apply_or_conflict_and_replay_serially(backend: Back
         tokens.extend(s.versions.keys());
         tokens.extend(s.absorbed.map(|a| a.0));
     }
+    // On PostgreSQL the log's visible head can trail a commit while another
+    // transaction in the cluster is open: read again until every applied
+    // command shows (a refused one showing is never waited away).
+    let applied_tags: BTreeSet<&String> = all.iter().filter(|s| s.status == 200).map(|s| &s.tag).collect();
     let mut history: HashMap<Uuid, Vec<(u64, String)>> = HashMap::new();
     let mut positions: HashMap<String, Vec<u64>> = HashMap::new();
-    for t in &tokens {
-        let h = admin.history(*t).await;
-        for (p, reason) in &h {
-            if reason.starts_with("conc-") {
-                positions.entry(reason.clone()).or_default().push(*p);
+    for attempt in 0..200 {
+        history.clear();
+        positions.clear();
+        let mut complete = true;
+        for t in &tokens {
+            let Some(h) = admin.history(*t).await else {
+                complete = false;
+                break;
+            };
+            for (p, reason) in &h {
+                if reason.starts_with("conc-") {
+                    positions.entry(reason.clone()).or_default().push(*p);
+                }
             }
+            history.insert(*t, h);
         }
-        history.insert(*t, h);
+        if complete && applied_tags.iter().all(|t| positions.contains_key(*t)) {
+            break;
+        }
+        assert!(attempt < 199, "the decision history never showed every applied command");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let applied_tags: BTreeSet<&String> = all.iter().filter(|s| s.status == 200).map(|s| &s.tag).collect();
     let logged_tags: BTreeSet<&String> = positions.keys().collect();
     assert_eq!(
         applied_tags, logged_tags,
@@ -482,13 +518,21 @@ async fn concurrent_commands_apply_or_conflict_and_replay_serially(backend: Back
     );
     let span = |tag: &str| {
         let p = &positions[tag];
-        (*p.iter().min().expect("a position"), *p.iter().max().expect("a position"))
+        (
+            *p.iter().min().expect("a position"),
+            *p.iter().max().expect("a position"),
+        )
     };
     let mut applied: Vec<&Sent> = all.iter().filter(|s| s.status == 200).collect();
     applied.sort_by_key(|s| span(&s.tag).0);
     // One command's decisions are one append: no other command's between.
     for w in applied.windows(2) {
-        assert!(span(&w[0].tag).1 < span(&w[1].tag).0, "{} and {} interleave", w[0].tag, w[1].tag);
+        assert!(
+            span(&w[0].tag).1 < span(&w[1].tag).0,
+            "{} and {} interleave",
+            w[0].tag,
+            w[1].tag
+        );
     }
 
     // No lost update: If-Match v means the customer had v decisions before
@@ -502,10 +546,20 @@ async fn concurrent_commands_apply_or_conflict_and_replay_serially(backend: Back
             expected.push((a, v));
         }
         for (t, v) in expected {
-            assert_eq!(count(t, first), v, "{} was applied on {t} at another version than its If-Match", s.tag);
+            assert_eq!(
+                count(t, first),
+                v,
+                "{} was applied on {t} at another version than its If-Match",
+                s.tag
+            );
         }
         for (t, v) in &s.versions {
-            assert_eq!(count(*t, last + 1), *v, "{} answered a version of {t} it did not produce", s.tag);
+            assert_eq!(
+                count(*t, last + 1),
+                *v,
+                "{} answered a version of {t} it did not produce",
+                s.tag
+            );
             if let Some(before) = last_version.insert(*t, *v) {
                 assert!(*v > before, "{t}: version {v} after {before}");
             }
@@ -524,7 +578,12 @@ async fn concurrent_commands_apply_or_conflict_and_replay_serially(backend: Back
             Kind::Merge => {
                 let (a, _) = s.absorbed.expect("absorbed");
                 let (status, _, body) = admin.get(&format!("/v1/customers/{a}")).await;
-                assert_eq!((status, body["merged_into"].as_str()), (307, Some(s.token.to_string().as_str())), "{}", s.tag);
+                assert_eq!(
+                    (status, body["merged_into"].as_str()),
+                    (307, Some(s.token.to_string().as_str())),
+                    "{}",
+                    s.tag
+                );
             }
             Kind::Split => {
                 let to = s.versions.keys().find(|t| **t != s.token).expect("the split's target");
@@ -540,13 +599,21 @@ async fn concurrent_commands_apply_or_conflict_and_replay_serially(backend: Back
             Kind::Override => {
                 let (status, _, doc) = admin.get(&format!("/v1/customers/{}", s.token)).await;
                 assert_eq!(status, 200, "{doc}");
-                assert_eq!(doc["attributes"]["email"], format!("{}@example.test", s.tag), "{}", s.tag);
+                assert_eq!(
+                    doc["attributes"]["email"],
+                    format!("{}@example.test", s.tag),
+                    "{}",
+                    s.tag
+                );
             }
         }
     }
     let (original, original_tokens) = canonical(&admin, &ids).await;
     // Nothing removes an override here: every applied one is in force.
-    let in_force: BTreeSet<&String> = original.values().flat_map(|(_, o)| o.iter().map(|(_, _, r)| r)).collect();
+    let in_force: BTreeSet<&String> = original
+        .values()
+        .flat_map(|(_, o)| o.iter().map(|(_, _, r)| r))
+        .collect();
     for s in applied.iter().filter(|s| s.kind == Kind::Override) {
         assert!(in_force.contains(&s.tag), "override {} was lost", s.tag);
     }
@@ -572,7 +639,11 @@ async fn concurrent_commands_apply_or_conflict_and_replay_serially(backend: Back
         let versions = versions_of(&body);
         let mapped_values: HashSet<Uuid> = map.values().copied().collect();
         let new_original: Vec<Uuid> = s.versions.keys().filter(|t| !map.contains_key(t)).copied().collect();
-        let new_replay: Vec<Uuid> = versions.keys().filter(|t| !mapped_values.contains(t)).copied().collect();
+        let new_replay: Vec<Uuid> = versions
+            .keys()
+            .filter(|t| !mapped_values.contains(t))
+            .copied()
+            .collect();
         assert_eq!(new_original.len(), new_replay.len(), "{}: new customers", s.tag);
         assert!(new_original.len() <= 1, "{}", s.tag);
         if let (Some(o), Some(n)) = (new_original.first(), new_replay.first()) {
@@ -586,7 +657,11 @@ async fn concurrent_commands_apply_or_conflict_and_replay_serially(backend: Back
     let (replayed, replayed_tokens) = canonical(&replay, &ids).await;
     assert_eq!(original, replayed, "the serial replay ends in the same state");
     for id in &ids {
-        assert_eq!(map.get(&original_tokens[id]), Some(&replayed_tokens[id]), "{id}: the same customer");
+        assert_eq!(
+            map.get(&original_tokens[id]),
+            Some(&replayed_tokens[id]),
+            "{id}: the same customer"
+        );
     }
     let replay_seconds = replay_started.elapsed().as_secs_f64();
     log_is_clean(&r);
