@@ -214,7 +214,8 @@ pub async fn run_erasure_bench(args: ErasureBenchArgs) -> anyhow::Result<()> {
         let decided = handle
             .command(request)
             .await?
-            .map_err(|e| anyhow::anyhow!("erasure refused: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("erasure refused: {e}"))?
+            .decisions;
         erasure_commands.push(t.elapsed().as_secs_f64() * 1e3);
         if let Some(mdm_domain::resolution::events::Decision::CustomerErased { records: r, .. }) =
             decided.first().map(|d| &d.decision)

@@ -414,7 +414,7 @@ async fn customers_are_queried_searched_and_explained(backend: Backend) {
             None,
         )
         .await;
-    assert_eq!((status, body["field"].as_str()), (422, Some("record")), "{body}");
+    assert_eq!((status, body["field"].as_str()), (409, Some("record")), "{body}");
     let (status, _, body) = steward
         .post(
             &format!("/v1/customers/{robert}/split"),

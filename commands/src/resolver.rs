@@ -39,6 +39,17 @@ use uuid::Uuid;
 
 use crate::opened::{OpenedEvent, SourceRecordOpener};
 
+/// A steward command the resolver applied: its decisions, and each
+/// customer they named at the version they left it at, read in the
+/// resolver's task right after the append (a read afterwards through the
+/// handle could see a later command's version: a client sending that back
+/// as `If-Match` would overwrite a change it never saw).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Applied {
+    pub decisions: Vec<Decided>,
+    pub versions: std::collections::HashMap<Uuid, u64>,
+}
+
 /// Why the resolver stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolverError {
@@ -656,7 +667,14 @@ impl Resolver {
                 let _ = reply.send(self.engine.customer(token));
             }
             Request::Command { request, reply } => {
-                let result = self.command(&request).await?;
+                let result = self.command(&request).await?.map(|decisions| {
+                    let versions = decisions
+                        .iter()
+                        .flat_map(|d| d.decision.versioned_tokens())
+                        .filter_map(|t| self.engine.customer(t).map(|c| (t, c.version)))
+                        .collect();
+                    Applied { decisions, versions }
+                });
                 let _ = reply.send(result);
             }
         }
@@ -679,7 +697,7 @@ enum Request {
     },
     Command {
         request: Box<CommandRequest>,
-        reply: oneshot::Sender<Result<Vec<Decided>, CommandError>>,
+        reply: oneshot::Sender<Result<Applied, CommandError>>,
     },
 }
 
@@ -735,8 +753,9 @@ impl ResolverHandle {
         rx.await.map_err(|_| ResolverError::Stopped)
     }
 
-    /// Runs a steward command.
-    pub async fn command(&self, request: CommandRequest) -> Result<Result<Vec<Decided>, CommandError>, ResolverError> {
+    /// Runs a steward command; when applied, answers its decisions and the
+    /// versions they left the named customers at.
+    pub async fn command(&self, request: CommandRequest) -> Result<Result<Applied, CommandError>, ResolverError> {
         let (reply, rx) = oneshot::channel();
         self.requests
             .send(Request::Command {

@@ -268,6 +268,7 @@ pub async fn scenario(s: &Stores) -> Resolver {
         expected: vec![(token, version)],
         command: StewardCommand::Split {
             record: record.clone(),
+            from: None,
             into: None,
         },
     })

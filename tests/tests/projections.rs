@@ -807,6 +807,7 @@ async fn overrides_win_follow_their_token_and_vanish_with_their_key(s: Stores, d
         "not the same after all",
         StewardCommand::Split {
             record: p2_record.clone(),
+            from: None,
             into: None,
         },
     )

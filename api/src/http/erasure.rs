@@ -223,7 +223,7 @@ pub async fn erase(
             return Problem::unavailable("resolver").into_response();
         }
         Ok(Err(e)) => return command_problem(&e),
-        Ok(Ok(d)) => d,
+        Ok(Ok(applied)) => applied.decisions,
     };
     let Some(Decision::CustomerErased {
         absorbed,

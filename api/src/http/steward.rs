@@ -171,22 +171,18 @@ async fn run(
         command,
     };
     let command_id = request.command_id;
-    let decided = match resolver.command(request).await {
+    let applied = match resolver.command(request).await {
         Err(error) => {
             tracing::error!(error = %error, "steward command: resolver unavailable");
             return Problem::unavailable("resolver").into_response();
         }
         Ok(Err(e)) => return command_problem(&e),
-        Ok(Ok(d)) => d,
+        Ok(Ok(applied)) => applied,
     };
-    let mut versions = HashMap::new();
-    for d in &decided {
-        for t in d.decision.versioned_tokens() {
-            if let Ok(Some(c)) = resolver.customer(t).await {
-                versions.insert(t, c.version);
-            }
-        }
-    }
+    // The versions the command produced, read inside the resolver's task:
+    // the ETag must never be a later version the client has not seen.
+    let versions = applied.versions;
+    let decided = applied.decisions;
     tracing::info!(command_id = %command_id, decisions = decided.len(), "steward command applied");
     let mut response = Json(CommandResult {
         command_id,
@@ -247,6 +243,16 @@ pub(super) fn command_problem(e: &CommandError) -> Response {
         }
         CommandError::ReasonRequired => bad_request("a reason is required", "reason"),
         CommandError::Erased(token) => super::customers::gone(*token),
+        CommandError::NotInCustomer(_) => Problem::new(
+            StatusCode::CONFLICT,
+            "Not in this customer",
+            "the source record is not (or no longer) in this customer; nothing was applied",
+        )
+        .field("record")
+        .into_response(),
+        CommandError::Conflict(why) => Problem::new(StatusCode::CONFLICT, "Conflict", *why)
+            .field("record")
+            .into_response(),
         CommandError::UnknownOverride(_) => Problem::new(
             StatusCode::NOT_FOUND,
             "Not found",
@@ -325,8 +331,8 @@ pub async fn merge(
         (status = 200, description = "Split", body = CommandResult),
         (status = 400, description = "Bad body or If-Match", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown token or record", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The record is not (or no longer) in this customer, or is its only record; or the customer was merged away", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "Stale If-Match: nothing applied", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Not applicable (the record is not in this customer, or its only one)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = [])))]
 pub async fn split(
@@ -339,27 +345,21 @@ pub async fn split(
     let b: SplitBody = try_or!(body(&bytes));
     let reason = try_or!(reason(&b.reason));
     let record = try_or!(record_stream(&state, &b.record, "record").await);
-    if let Some(resolver) = state.resolver() {
-        if let Ok(owner) = resolver.token_of(&record).await {
-            if owner != Some(token) {
-                return Problem::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "Command not applicable",
-                    "the record is not in this customer",
-                )
-                .field("record")
-                .into_response();
-            }
-        }
-    }
     let exp = try_or!(expected(token, &headers));
+    // The resolver checks that the record is in this customer when it
+    // applies the split (409 otherwise): a check here would race with
+    // other commands.
     run(
         &state,
         &principal,
         Some(token),
         exp,
         reason,
-        StewardCommand::Split { record, into: b.into },
+        StewardCommand::Split {
+            record,
+            from: Some(token),
+            into: b.into,
+        },
     )
     .await
 }
@@ -410,8 +410,8 @@ pub async fn not_a_match(
         (status = 200, description = "Linked", body = CommandResult),
         (status = 400, description = "Bad body or If-Match", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown token or record", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The record is already there, or the customer was merged away", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "Stale If-Match: nothing applied", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Not applicable (already there)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = [])))]
 pub async fn force_link(

@@ -129,6 +129,14 @@ pub enum CommandError {
     UnknownOverride(Uuid),
     #[error("customer {0} was erased")]
     Erased(Uuid),
+    /// The record is not (or no longer) in the customer the command names:
+    /// it moved since the steward read it.
+    #[error("the source record is not in customer {0}")]
+    NotInCustomer(Uuid),
+    /// The command no longer fits the current state (the record is already
+    /// there, or is its customer's only record): another change came first.
+    #[error("{0}")]
+    Conflict(&'static str),
 }
 
 /// A steward's command.
@@ -137,8 +145,15 @@ pub enum StewardCommand {
     /// `absorbed` becomes part of `survivor`.
     Merge { survivor: Uuid, absorbed: Uuid },
     /// Take a record out of its customer: into its own (its old token back
-    /// if it had one, else a new one) or into the named customer.
-    Split { record: String, into: Option<Uuid> },
+    /// if it had one, else a new one) or into the named customer. `from`,
+    /// when given, is the customer the steward saw it in: if the record has
+    /// left it since, nothing is applied (`NotInCustomer`), so a split never
+    /// acts on a customer the steward did not name.
+    Split {
+        record: String,
+        from: Option<Uuid>,
+        into: Option<Uuid>,
+    },
     /// Two records are different people (split apart if now together).
     NotAMatch { records: [String; 2] },
     /// Put a record into a customer whatever the score.
@@ -1017,16 +1032,25 @@ impl Engine {
                     explanations: Vec::new(),
                 });
             }
-            StewardCommand::Split { record, into } => {
+            StewardCommand::Split {
+                record,
+                from: named,
+                into,
+            } => {
                 let (r, from) = self.linked_record(record)?;
+                if let Some(t) = named {
+                    if self.active(*t)? != from {
+                        return Err(CommandError::NotInCustomer(*t));
+                    }
+                }
                 if self.customers[from as usize].members.len() < 2 {
-                    return Err(CommandError::Invalid("the record is its customer's only record"));
+                    return Err(CommandError::Conflict("the record is its customer's only record"));
                 }
                 let (to, created) = match into {
                     Some(t) => {
                         let c = self.active(*t)?;
                         if c == from {
-                            return Err(CommandError::Invalid("the record is already in that customer"));
+                            return Err(CommandError::Conflict("the record is already in that customer"));
                         }
                         (*t, false)
                     }
@@ -1076,7 +1100,7 @@ impl Engine {
                 let (_, from) = self.linked_record(record)?;
                 let to = self.active(*token)?;
                 if from == to {
-                    return Err(CommandError::Invalid("the record is already in that customer"));
+                    return Err(CommandError::Conflict("the record is already in that customer"));
                 }
                 if self.customers[from as usize].members.len() == 1 {
                     out.push(Decision::CustomersMerged {

@@ -520,6 +520,7 @@ fn everything() -> World {
     });
     w.command(StewardCommand::Split {
         record: "crm/wife".to_owned(),
+        from: None,
         into: None,
     });
     w.command(StewardCommand::NotAMatch {
@@ -916,16 +917,18 @@ fn refused_commands_change_nothing() {
             "split the only record",
             StewardCommand::Split {
                 record: "crm/x".to_owned(),
+                from: None,
                 into: None,
             },
             vec![],
             "two people",
-            CommandError::Invalid("the record is its customer's only record"),
+            CommandError::Conflict("the record is its customer's only record"),
         ),
         (
             "split an unknown record",
             StewardCommand::Split {
                 record: "crm/nobody".to_owned(),
+                from: None,
                 into: None,
             },
             vec![],
@@ -949,7 +952,7 @@ fn refused_commands_change_nothing() {
             },
             vec![],
             "same person",
-            CommandError::Invalid("the record is already in that customer"),
+            CommandError::Conflict("the record is already in that customer"),
         ),
         (
             "close an unknown review",
@@ -1005,6 +1008,7 @@ fn merge_then_split_gives_the_record_its_original_token_back() {
 
     let ds = w.command(StewardCommand::Split {
         record: "crm/y".to_owned(),
+        from: None,
         into: None,
     });
     assert_eq!(ds.len(), 1);
@@ -1029,6 +1033,40 @@ fn merge_then_split_gives_the_record_its_original_token_back() {
 }
 
 #[test]
+fn split_from_a_customer_the_record_has_left_is_refused() {
+    // p1 and p2 are one customer; the steward saw p2 in it, then p2 moved
+    // to q. A split naming p's customer must not act on q.
+    let mut w = duplicate_pair();
+    let p = w.token("crm/p1");
+    let q = w.token("crm/q");
+    w.command(StewardCommand::ForceLink {
+        record: "shop/p2".to_owned(),
+        token: q,
+    });
+    assert_eq!(w.token("shop/p2"), q);
+    let q_version = w.view(q).version;
+    let request = w.request(
+        StewardCommand::Split {
+            record: "shop/p2".to_owned(),
+            from: Some(p),
+            into: None,
+        },
+        vec![],
+        "two people",
+    );
+    assert_eq!(w.run(&request), Err(CommandError::NotInCustomer(p)));
+    assert_eq!(w.token("shop/p2"), q);
+    assert_eq!(w.view(q).version, q_version);
+    // Named right, it applies.
+    let ds = w.command(StewardCommand::Split {
+        record: "shop/p2".to_owned(),
+        from: Some(q),
+        into: None,
+    });
+    assert_eq!(kinds(&ds), ["RecordSplit"]);
+}
+
+#[test]
 fn split_of_a_linked_record_gets_a_new_token_or_the_named_one() {
     // (into the stranger's customer, expected `to`, created)
     let cases = [
@@ -1043,6 +1081,7 @@ fn split_of_a_linked_record_gets_a_new_token_or_the_named_one() {
         assert_eq!(w.token("shop/p2"), p);
         let ds = w.command(StewardCommand::Split {
             record: "shop/p2".to_owned(),
+            from: None,
             into: named.then_some(q),
         });
         assert_eq!(
@@ -1072,6 +1111,7 @@ fn split_of_a_linked_record_gets_a_new_token_or_the_named_one() {
         let request = w.request(
             StewardCommand::Split {
                 record: "shop/p2".to_owned(),
+                from: None,
                 into: Some(to_expected),
             },
             vec![],
@@ -1081,12 +1121,12 @@ fn split_of_a_linked_record_gets_a_new_token_or_the_named_one() {
         if named {
             assert_eq!(
                 refused,
-                Err(CommandError::Invalid("the record is already in that customer"))
+                Err(CommandError::Conflict("the record is already in that customer"))
             );
         } else {
             assert_eq!(
                 refused,
-                Err(CommandError::Invalid("the record is its customer's only record"))
+                Err(CommandError::Conflict("the record is its customer's only record"))
             );
         }
     }
@@ -1673,6 +1713,7 @@ fn a_revived_customer_does_not_capture_older_redirects() {
     assert_eq!(w.view(p).merged_into, Some(s));
     let ds = w.command(StewardCommand::Split {
         record: "crm/x".to_owned(),
+        from: None,
         into: None,
     });
     assert!(matches!(ds[0].decision, Decision::RecordSplit { to, created: false, .. } if to == x));
@@ -1715,6 +1756,7 @@ fn a_customer_split_off_by_a_steward_regains_its_household_when_resolved() {
     assert_eq!(w.view(wife).household, None);
     let ds = w.command(StewardCommand::Split {
         record: "crm/wife".to_owned(),
+        from: None,
         into: None,
     });
     assert!(ds.iter().all(|d| d.households.is_empty()));
@@ -1819,6 +1861,7 @@ fn an_override_follows_its_customer_through_a_merge_and_a_split_back() {
     assert!(matches!(w.run(&on_absorbed), Err(CommandError::Merged { .. })));
     w.command(StewardCommand::Split {
         record: "crm/y".to_owned(),
+        from: None,
         into: None,
     });
     // Back with y, its token: not on x any more.
