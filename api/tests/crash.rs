@@ -639,6 +639,8 @@ async fn crash(backend: Backend) {
     let store = mdm_api::compose::open_event_store(&config).await.expect("event store");
     let log = read_log(store.as_ref()).await;
     store.close().await;
+    // The SQLite store's lock file is held until the last handle goes.
+    drop(store);
     assert!(log.last().is_some_and(|e| e.position.0 == head));
 
     // 1. Every acknowledged record present exactly once.
@@ -763,6 +765,7 @@ async fn crash(backend: Backend) {
         source_events += 1;
     }
     store.close().await;
+    drop(store);
     let fresh_ref: Vec<(&str, &str)> = fresh_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let out = mdm(&fresh, &fresh_ref, &["resolve"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
