@@ -113,13 +113,17 @@ fn batches(data: &Path, definitions: &mdm_domain::source::SourceDefinitions) -> 
                 body.push_str(l);
                 body.push('\n');
             }
-            let parsed: Vec<_> = syntax.records(std::io::Cursor::new(body.clone().into_bytes())).collect();
+            let parsed: Vec<_> = syntax
+                .records(std::io::Cursor::new(body.clone().into_bytes()))
+                .collect();
             assert_eq!(parsed.len(), chunk.len(), "{file}: one record per line");
             let keys = parsed
                 .iter()
                 .map(|r| {
                     let item = r.item.as_ref().expect("the generator writes readable records");
-                    mdm_domain::source::map_record(def, &item.value).ok().map(|m| m.source_id)
+                    mdm_domain::source::map_record(def, &item.value)
+                        .ok()
+                        .map(|m| m.source_id)
                 })
                 .collect();
             records += chunk.len();
@@ -217,36 +221,30 @@ async fn send(addr: String, index: usize, batch: Batch) -> Sent {
     ACTIVE.fetch_sub(1, Ordering::SeqCst);
     let acked = match result {
         Ok(body) if body.is_object() => {
-            {
-                let outcomes = body["records"].as_array().expect("per-record outcomes");
-                assert_eq!(outcomes.len(), batch.keys.len(), "one outcome per record");
-                let mut keys = Vec::new();
-                for (o, key) in outcomes.iter().zip(&batch.keys) {
-                    let outcome = o["outcome"].as_str().expect("an outcome");
-                    assert!(
-                        matches!(
-                            outcome,
-                            "captured" | "changed" | "unchanged" | "stale" | "retracted" | "ignored"
-                        ),
-                        "{}: {o}",
-                        batch.system
-                    );
-                    if outcome != "ignored" {
-                        if let Some(k) = key {
-                            keys.push(k.clone());
-                        }
+            let outcomes = body["records"].as_array().expect("per-record outcomes");
+            assert_eq!(outcomes.len(), batch.keys.len(), "one outcome per record");
+            let mut keys = Vec::new();
+            for (o, key) in outcomes.iter().zip(&batch.keys) {
+                let outcome = o["outcome"].as_str().expect("an outcome");
+                assert!(
+                    matches!(
+                        outcome,
+                        "captured" | "changed" | "unchanged" | "stale" | "retracted" | "ignored"
+                    ),
+                    "{}: {o}",
+                    batch.system
+                );
+                if outcome != "ignored" {
+                    if let Some(k) = key {
+                        keys.push(k.clone());
                     }
                 }
-                Some(keys)
             }
+            Some(keys)
         }
         Ok(status) => {
             // A store going away mid-batch answers 503: nothing to count on.
-            assert!(
-                status.as_u64().is_some_and(|s| s >= 500),
-                "{}: {status}",
-                batch.system
-            );
+            assert!(status.as_u64().is_some_and(|s| s >= 500), "{}: {status}", batch.system);
             None
         }
         Err(()) => None,
@@ -351,7 +349,10 @@ async fn source_records(config: &mdm_api::config::Config) -> HashMap<(String, St
         .expect("source records");
     let mut out: HashMap<(String, String), (usize, String)> = HashMap::new();
     for r in rows {
-        let key = (r.get::<String, _>(0), r.get::<Option<String>, _>(1).expect("a source id"));
+        let key = (
+            r.get::<String, _>(0),
+            r.get::<Option<String>, _>(1).expect("a source id"),
+        );
         let entry = out.entry(key).or_insert((0, String::new()));
         entry.0 += 1;
         entry.1 = r.get(2);
@@ -401,7 +402,11 @@ async fn crash(backend: Backend) {
         .ok()
         .map(|v| v.parse().expect("MDM_CRASH_SEED is a number"))
         .unwrap_or_else(rand::random);
-    let name = if backend == Backend::Sqlite { "sqlite" } else { "postgres" };
+    let name = if backend == Backend::Sqlite {
+        "sqlite"
+    } else {
+        "postgres"
+    };
     println!("crash {name}: MDM_CRASH_SEED={seed} MDM_CRASH_RECORDS={records_wanted} MDM_CRASH_KILLS={kills}");
     let mut rng = StdRng::seed_from_u64(seed);
 
@@ -506,7 +511,14 @@ async fn crash(backend: Backend) {
         }
         if !due {
             let sent = in_flight.join_next().await.expect("a batch").expect("task");
-            settle(sent, &mut queues, &mut busy, &mut acked, &mut acked_batches, &mut retried);
+            settle(
+                sent,
+                &mut queues,
+                &mut busy,
+                &mut acked,
+                &mut acked_batches,
+                &mut retried,
+            );
             continue;
         }
         let (_, phase) = plan.pop_front().expect("due");
@@ -556,7 +568,14 @@ async fn crash(backend: Backend) {
                     }
                     let sent = in_flight.join_next().await.expect("a batch").expect("task");
                     let ok = sent.2.is_some();
-                    settle(sent, &mut queues, &mut busy, &mut acked, &mut acked_batches, &mut retried);
+                    settle(
+                        sent,
+                        &mut queues,
+                        &mut busy,
+                        &mut acked,
+                        &mut acked_batches,
+                        &mut retried,
+                    );
                     if !ok {
                         continue;
                     }
@@ -665,10 +684,18 @@ async fn crash(backend: Backend) {
             .unwrap_or_else(|| panic!("an acknowledged {} record is missing", key.0));
         assert_eq!(*n, 1, "a {} record is in the read model {n} times", key.0);
         let captures = live_captures.get(stream.as_str()).map(|c| c.0).unwrap_or(0);
-        assert!(captures >= 1, "an acknowledged {} record has no capture in the log", key.0);
+        assert!(
+            captures >= 1,
+            "an acknowledged {} record has no capture in the log",
+            key.0
+        );
         present_once += 1;
     }
-    assert_eq!(rows.len(), live_captures.len(), "read model rows against streams in the log");
+    assert_eq!(
+        rows.len(),
+        live_captures.len(),
+        "read model rows against streams in the log"
+    );
     let duplicates_captured = rows.values().filter(|(n, _)| *n > 1).count();
 
     // 2. No customer created twice for one source record.
@@ -747,7 +774,9 @@ async fn crash(backend: Backend) {
             ("MDM_SQLITE_FSYNC", "false".to_owned()),
         ],
     );
-    let store = mdm_api::compose::open_event_store(&fresh_config).await.expect("fresh store");
+    let store = mdm_api::compose::open_event_store(&fresh_config)
+        .await
+        .expect("fresh store");
     let mut source_events = 0usize;
     for e in log.iter().filter(|e| e.stream.starts_with("source-")) {
         let expected = match e.version {
@@ -758,7 +787,12 @@ async fn crash(backend: Backend) {
             .append(
                 &e.stream,
                 expected,
-                vec![NewEvent::new(e.id, e.event_type.clone(), e.data.clone(), e.metadata.clone())],
+                vec![NewEvent::new(
+                    e.id,
+                    e.event_type.clone(),
+                    e.data.clone(),
+                    e.metadata.clone(),
+                )],
             )
             .await
             .expect("copied");
@@ -769,7 +803,9 @@ async fn crash(backend: Backend) {
     let fresh_ref: Vec<(&str, &str)> = fresh_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let out = mdm(&fresh, &fresh_ref, &["resolve"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let store = mdm_api::compose::open_event_store(&fresh_config).await.expect("fresh store");
+    let store = mdm_api::compose::open_event_store(&fresh_config)
+        .await
+        .expect("fresh store");
     let uninterrupted = decisions(&read_log(store.as_ref()).await);
     store.close().await;
     let (a, b) = (canonical(&decided), canonical(&uninterrupted));
@@ -785,7 +821,13 @@ async fn crash(backend: Backend) {
 
     let kills_text = [Phase::Ingest, Phase::Resolution, Phase::Projection, Phase::Rebuild]
         .iter()
-        .map(|p| format!("{}={}", format!("{p:?}").to_lowercase(), killed.get(p).copied().unwrap_or(0)))
+        .map(|p| {
+            format!(
+                "{}={}",
+                format!("{p:?}").to_lowercase(),
+                killed.get(p).copied().unwrap_or(0)
+            )
+        })
         .collect::<Vec<_>>()
         .join(" ");
     println!(

@@ -353,7 +353,10 @@ impl Engine {
     pub fn observe_at(&mut self, stream: &str, position: u64, features: Option<MatchFeatures>) {
         self.observe(stream, features);
         if let Some(entries) = self.household_causes.remove(&position) {
-            let dwelling = self.by_stream.get(stream).and_then(|r| self.records[*r as usize].dwelling);
+            let dwelling = self
+                .by_stream
+                .get(stream)
+                .and_then(|r| self.records[*r as usize].dwelling);
             for i in entries {
                 if let Some(entry) = self.household_log.get_mut(i) {
                     entry.dwelling = Some(dwelling);
@@ -812,9 +815,7 @@ impl Engine {
     pub fn finish_replay(&mut self) {
         self.household_causes.clear();
         for entry in &self.household_log {
-            let dwelling = entry
-                .dwelling
-                .unwrap_or(self.records[entry.record as usize].dwelling);
+            let dwelling = entry.dwelling.unwrap_or(self.records[entry.record as usize].dwelling);
             let (Some(d), Some(h)) = (dwelling, entry.household) else {
                 continue;
             };

@@ -2059,6 +2059,10 @@ fn a_replay_ties_each_household_to_the_dwelling_of_the_version_that_made_it() {
             .flat_map(|d| d.households.iter().map(|h| h.household))
             .collect()
     };
-    assert_eq!(households(&live), moves, "the newcomers join the households of their addresses");
+    assert_eq!(
+        households(&live),
+        moves,
+        "the newcomers join the households of their addresses"
+    );
     assert_eq!(again, live, "a replayed engine decides as the live one");
 }
