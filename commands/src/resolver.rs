@@ -399,7 +399,7 @@ impl Resolver {
             let prepared = prepare(&self.opener, &self.settings.features, &decided, Position::START).await?;
             for (e, features) in prepared.events {
                 if let Some(f) = features {
-                    self.engine.observe(&e.stream, f);
+                    self.engine.observe_at(&e.stream, e.position.0, f);
                 }
                 report.source_events += 1;
             }

@@ -78,6 +78,7 @@ pub struct Metrics {
     feed_subscribers: Gauge,
     resolver_up: Gauge,
     edge_turned_away: Family<EdgeLabels, Gauge>,
+    resolver_position: Gauge,
     /// Set by the feed: how many subscribers are connected now.
     pub feed_connected: Arc<AtomicU64>,
     /// Records ingested since start, and per call in the last minute.
@@ -162,6 +163,12 @@ impl Metrics {
              connection_limit (503 and close), in_flight_limit (503, load shedding), body_timeout (408)",
             edge_turned_away.clone(),
         );
+        let resolver_position = Gauge::default();
+        registry.register(
+            "resolver_position",
+            "Global log position the running resolver has decided up to (below log_head_position while it resolves; 0 while it replays)",
+            resolver_position.clone(),
+        );
         Metrics {
             registry,
             edge_turned_away,
@@ -174,6 +181,7 @@ impl Metrics {
             log_head,
             feed_subscribers,
             resolver_up,
+            resolver_position,
             feed_connected: Arc::default(),
             ingested: Default::default(),
         }
@@ -333,6 +341,8 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     }
     let resolver = state.resolver();
     m.resolver_up.set(i64::from(resolver.is_some()));
+    m.resolver_position
+        .set(resolver.as_ref().map(|r| r.processed().0 as i64).unwrap_or(0));
     if let Some(r) = resolver {
         for (t, n) in r.decision_counts() {
             m.decisions

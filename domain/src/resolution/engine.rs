@@ -235,8 +235,23 @@ pub struct Engine {
     given_counts: HashMap<String, u32>,
     family_counts: HashMap<String, u32>,
     named: (u32, u32),
-    /// (record, household) of each household change, in decision order.
-    household_log: Vec<(u32, Option<Uuid>)>,
+    /// Each household change, in decision order, with the dwelling of the
+    /// record version that caused it.
+    household_log: Vec<HouseholdLogEntry>,
+    /// During a replay: the household changes (indices into
+    /// `household_log`) whose causing source event, by log position, has
+    /// not been observed yet.
+    household_causes: HashMap<u64, Vec<usize>>,
+}
+
+/// A household change as `finish_replay` needs it.
+#[derive(Debug)]
+struct HouseholdLogEntry {
+    record: u32,
+    household: Option<Uuid>,
+    /// The dwelling of the version that caused the change (`None`: not
+    /// observed at its position; the record's latest dwelling is used).
+    dwelling: Option<Option<u64>>,
 }
 
 struct Scored {
@@ -274,6 +289,7 @@ impl Engine {
             family_counts: HashMap::new(),
             named: (0, 0),
             household_log: Vec::new(),
+            household_causes: HashMap::new(),
         }
     }
 
@@ -344,6 +360,24 @@ impl Engine {
             .map(|k| hash_str(&k));
         slot.keys = kept;
         slot.features = features;
+    }
+
+    /// [`Engine::observe`] during a replay, for the source event at log
+    /// `position`: a household change that event caused is tied to the
+    /// dwelling of this version of the record, not of a later one.
+    pub fn observe_at(&mut self, stream: &str, position: u64, features: Option<MatchFeatures>) {
+        self.observe(stream, features);
+        if let Some(entries) = self.household_causes.remove(&position) {
+            let dwelling = self
+                .by_stream
+                .get(stream)
+                .and_then(|r| self.records[*r as usize].dwelling);
+            for i in entries {
+                if let Some(entry) = self.household_log.get_mut(i) {
+                    entry.dwelling = Some(dwelling);
+                }
+            }
+        }
     }
 
     fn count_names(&mut self, f: &MatchFeatures, add: bool) {
@@ -668,7 +702,11 @@ impl Engine {
         // change rides on the last decision, or is a decision of its own.
         if let Some(change) = self.household_change(r, ids) {
             self.apply_households(std::slice::from_ref(&change));
-            self.household_log.push((r, change.household));
+            self.household_log.push(HouseholdLogEntry {
+                record: r,
+                household: change.household,
+                dwelling: Some(self.records[r as usize].dwelling),
+            });
             match decided.last_mut() {
                 Some(last) => last.households.push(change),
                 None => {
@@ -762,9 +800,17 @@ impl Engine {
         self.apply_households(&d.households);
         // Which record's dwelling each household change came from, for
         // `finish_replay` (automatic decisions only: they follow a record).
-        if let (Cause::Source { stream, .. }, Some(h)) = (&d.cause, d.households.first()) {
+        if let (Cause::Source { stream, position, .. }, Some(h)) = (&d.cause, d.households.first()) {
             let r = self.slot(stream);
-            self.household_log.push((r, h.household));
+            self.household_causes
+                .entry(*position)
+                .or_default()
+                .push(self.household_log.len());
+            self.household_log.push(HouseholdLogEntry {
+                record: r,
+                household: h.household,
+                dwelling: None,
+            });
         }
         Ok(())
     }
@@ -775,15 +821,20 @@ impl Engine {
     ///
     /// Each dwelling keeps the household first assigned for it, as in the
     /// live engine: the household changes are taken in decision order with
-    /// the dwelling of the record that caused them. (A record's dwelling is
-    /// its latest one; a record that moved house later made a change of its
-    /// own, which comes after.)
+    /// the dwelling of the record version that caused them, as
+    /// [`Engine::observe_at`] saw it (the resolver's replay). A record that
+    /// moved house since has two changes, each with its own dwelling: taking
+    /// its latest dwelling for both would give the new address the old
+    /// household. Without positions (features observed with `observe`), the
+    /// record's latest dwelling stands in.
     pub fn finish_replay(&mut self) {
-        for (r, household) in &self.household_log {
-            let (Some(d), Some(h)) = (self.records[*r as usize].dwelling, household) else {
+        self.household_causes.clear();
+        for entry in &self.household_log {
+            let dwelling = entry.dwelling.unwrap_or(self.records[entry.record as usize].dwelling);
+            let (Some(d), Some(h)) = (dwelling, entry.household) else {
                 continue;
             };
-            if let Some(&hi) = self.by_household.get(h) {
+            if let Some(&hi) = self.by_household.get(&h) {
                 self.dwellings.entry(d).or_insert(hi);
             }
         }
