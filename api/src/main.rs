@@ -1020,6 +1020,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let (matching, scorer) = mdm_api::compose::load_matching(&config)?;
     let resolver_slot = state.resolver.clone();
     let lease_config = config.clone();
+    // Set when shutdown begins: the projections finish their batch and stop,
+    // and the resolver, whose pools close under it, stops without an error.
+    let (stop_projections, stopped) = tokio::sync::watch::channel(false);
+    let resolver_stopping = stopped.clone();
     // The resolver is supervised: when it stops (its store went away, a
     // fencing conflict), it is dropped and rebuilt from the log after a
     // pause that doubles up to 30 s, while the API keeps answering.
@@ -1029,6 +1033,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             let started = std::time::Instant::now();
             let result = run_resolver(&lease_config, &ingestor, &matching, &scorer, &resolver_slot).await;
             mdm_api::http::set_resolver(&resolver_slot, None);
+            if *resolver_stopping.borrow() {
+                tracing::info!("the resolver stopped with the service");
+                return;
+            }
             if let Err(error) = result {
                 tracing::error!(error = %format!("{error:#}"), retry_in_seconds = pause.as_secs(), "the resolver stopped; it will replay the log and resume");
             }
@@ -1041,7 +1049,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     });
     // The projections follow the log, each on its own task, restarted from
     // its checkpoint after a failure.
-    let (stop_projections, stopped) = tokio::sync::watch::channel(false);
     let opener = mdm_commands::opened::SourceRecordOpener::new(ingestor_keys.clone(), 1_000_000);
     let mut projection_tasks = Vec::new();
     let mut progress = Vec::new();
